@@ -1,0 +1,5 @@
+//! rtu-operator: a Kubernetes operator that runs Fast Data Real-Time Updaters, and the consumer
+//! engine its worker pods run. One binary, `rtu`; this library holds everything it does so the
+//! integration tests can drive the same code.
+
+pub mod cli;

@@ -1,0 +1,10 @@
+//! Integration tests against the real servers started by `scripts/testenv` (Kafka, MongoDB,
+//! kube-apiserver + etcd + kube-controller-manager on 127.0.0.1). One test binary, so the heavy
+//! dependencies are linked once; every test gets its own topics, databases and namespaces, so
+//! they run in parallel.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+mod kafka_smoke;
+mod kube_smoke;
+mod mongodb_smoke;
+mod support;
