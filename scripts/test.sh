@@ -12,6 +12,10 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
+# Build output is cached beside the servers, so a fresh clone (CI) does not rebuild every
+# dependency; cargo's fingerprints keep it correct across clones.
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${RTU_TESTENV_CACHE:-$HOME/.cache/rtu-testenv}/cargo-target}
+
 step() { printf '\n==> %s\n' "$*"; }
 t0=$(date +%s)
 
