@@ -3,3 +3,4 @@
 //! integration tests can drive the same code.
 
 pub mod cli;
+pub mod engine;
