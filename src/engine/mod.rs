@@ -1,4 +1,5 @@
 //! The consumer engine every worker pod runs (`rtu engine`): from ingestion topics to MongoDB
 //! projections and their outputs. It knows nothing of Kubernetes.
 
+pub mod adapter;
 pub mod cast;

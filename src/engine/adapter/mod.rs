@@ -1,0 +1,283 @@
+//! Adapters (SPEC §2): each turns one Kafka record of its format into the normalised
+//! [`ChangeEvent`], a [`Skip`] the format defines, or a message error ([`AdapterError`]). The
+//! change event is the only contract between adapters and the projection writer.
+
+mod basic;
+mod custom;
+mod debezium;
+mod golden_gate;
+
+use serde_json::{Map, Value};
+
+use crate::engine::cast::{Cast, CastError};
+
+pub use custom::{CustomMapping, KeySource, NullValue, OperationMapping};
+
+/// A row image: source field name -> raw (uncast) value.
+pub type Image = Map<String, Value>;
+
+/// The key and value bytes of one Kafka record (`None` = null; empty counts as null).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Record<'a> {
+    /// The record key.
+    pub key: Option<&'a [u8]>,
+    /// The record value.
+    pub value: Option<&'a [u8]>,
+}
+
+/// What a change does to its row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    /// The row was created.
+    Insert,
+    /// The row changed.
+    Update,
+    /// The row was written; the source does not say whether it existed.
+    Upsert,
+    /// The row was removed.
+    Delete,
+}
+
+/// One normalised change (SPEC §2.0).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeEvent {
+    /// What happened.
+    pub op: Op,
+    /// Every primary-key field (source name) with its raw, non-null value.
+    pub key: Image,
+    /// The row before the change, when the format carries it (may be partial).
+    pub before: Option<Image>,
+    /// The row after the change; always set unless `op` is `Delete` (may be partial).
+    pub after: Option<Image>,
+    /// The CDC position (GoldenGate `pos`, custom `position`), the counter of kind `position`.
+    pub position: Option<u128>,
+}
+
+/// A record the format defines as "nothing to do"; counted by reason, offset committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Skip {
+    /// A null value the format uses as a compaction marker (Debezium, GoldenGate).
+    Tombstone,
+    /// A Debezium truncate (`op: "t"`), which projections do not support.
+    Truncate,
+    /// A null value a custom mapping says to skip.
+    NullValue,
+}
+
+/// What an adapter makes of one record.
+// Nearly every record is a Change; boxing it would allocate once more per message to shrink
+// the rare Skip.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adapted {
+    /// A change to write.
+    Change(ChangeEvent),
+    /// Nothing to write.
+    Skip(Skip),
+}
+
+/// A record the adapter cannot turn into a change: a message error of SPEC §6.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum AdapterError {
+    /// The key is not what the format requires.
+    #[error("MALFORMED_KEY: {0}")]
+    MalformedKey(String),
+    /// The value is not what the format requires.
+    #[error("MALFORMED_VALUE: {0}")]
+    MalformedValue(String),
+    /// A primary-key field is absent or null where the format says to find it.
+    #[error("MISSING_PRIMARY_KEY: field {field:?} is absent or null in {place}")]
+    MissingPrimaryKey {
+        /// The primary-key field (source name).
+        field: String,
+        /// Where it was looked for.
+        place: &'static str,
+    },
+    /// Key and value disagree on a primary-key field.
+    #[error("KEY_MISMATCH: field {field:?} is {in_key} in the key but {in_value} in the value")]
+    KeyMismatch {
+        /// The primary-key field.
+        field: String,
+        /// Its value in the Kafka key, as JSON.
+        in_key: String,
+        /// Its value in the record value, as JSON.
+        in_value: String,
+    },
+    /// The operation is not one the format knows.
+    #[error("UNKNOWN_OPERATION: {0}")]
+    UnknownOperation(String),
+    /// A primary-key value could not be cast to compare key and value.
+    #[error("CAST_FAILED: primary-key field {field:?}: {source}")]
+    CastFailed {
+        /// The primary-key field.
+        field: String,
+        /// The cast failure.
+        source: CastError,
+    },
+    /// A custom adapter broke its contract.
+    #[error("CUSTOM_ADAPTER_FAILED: {0}")]
+    CustomAdapterFailed(String),
+}
+
+impl AdapterError {
+    /// The SPEC §6 error code (dead-letter header `rtu-dlq-reason`, metrics label).
+    pub fn code(&self) -> &'static str {
+        match self {
+            AdapterError::MalformedKey(_) => "MALFORMED_KEY",
+            AdapterError::MalformedValue(_) => "MALFORMED_VALUE",
+            AdapterError::MissingPrimaryKey { .. } => "MISSING_PRIMARY_KEY",
+            AdapterError::KeyMismatch { .. } => "KEY_MISMATCH",
+            AdapterError::UnknownOperation(_) => "UNKNOWN_OPERATION",
+            AdapterError::CastFailed { .. } => "CAST_FAILED",
+            AdapterError::CustomAdapterFailed(_) => "CUSTOM_ADAPTER_FAILED",
+        }
+    }
+}
+
+/// The primary key of a projection: its fields (source names) in order, with their casts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrimaryKey(pub Vec<(String, Cast)>);
+
+impl PrimaryKey {
+    /// The primary-key fields of `image`, or the first one that is absent or null.
+    fn extract(&self, image: &Image, place: &'static str) -> Result<Image, AdapterError> {
+        self.0
+            .iter()
+            .map(|(field, _)| match image.get(field) {
+                Some(v) if !v.is_null() => Ok((field.clone(), v.clone())),
+                _ => Err(AdapterError::MissingPrimaryKey { field: field.clone(), place }),
+            })
+            .collect()
+    }
+}
+
+/// The message format of a System of Record.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adapter {
+    /// IBM IIDR / DB2 KCOP JSON (`basic`, alias `db2`).
+    Basic,
+    /// Oracle GoldenGate JSON; `use_pos_as_counter` makes `pos` the counter (default true).
+    GoldenGate {
+        /// Read `pos` as the CDC position.
+        use_pos_as_counter: bool,
+    },
+    /// Debezium envelope, with or without the schema wrapper.
+    Debezium,
+    /// A declarative mapping.
+    Custom(CustomMapping),
+}
+
+impl Adapter {
+    /// Turns one record into a change, a skip, or a message error.
+    pub fn adapt(&self, record: Record<'_>, pk: &PrimaryKey) -> Result<Adapted, AdapterError> {
+        match self {
+            Adapter::Basic => basic::adapt(record, pk),
+            Adapter::GoldenGate { use_pos_as_counter } => {
+                golden_gate::adapt(record, pk, *use_pos_as_counter)
+            }
+            Adapter::Debezium => debezium::adapt(record, pk),
+            Adapter::Custom(mapping) => custom::adapt(record, pk, mapping),
+        }
+    }
+}
+
+/// Bytes that are absent or empty count as null.
+fn present(bytes: Option<&[u8]>) -> Option<&[u8]> {
+    bytes.filter(|b| !b.is_empty())
+}
+
+/// The record value as a JSON object, `None` when null.
+fn value_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
+    let Some(bytes) = present(record.value) else { return Ok(None) };
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(other) => {
+            Err(AdapterError::MalformedValue(format!("not a JSON object: {}", kind(&other))))
+        }
+        Err(e) => Err(AdapterError::MalformedValue(format!("not JSON: {e}"))),
+    }
+}
+
+/// The record key as a JSON object, `None` when null or empty.
+fn key_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
+    let Some(bytes) = present(record.key) else { return Ok(None) };
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(map)) => Ok(Some(map)),
+        Ok(other) => {
+            Err(AdapterError::MalformedKey(format!("not a JSON object: {}", kind(&other))))
+        }
+        Err(e) => Err(AdapterError::MalformedKey(format!("not JSON: {e}"))),
+    }
+}
+
+/// An image field that must be an object or absent/null.
+fn image(container: &Image, field: &str) -> Result<Option<Image>, AdapterError> {
+    match container.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Object(map)) => Ok(Some(map.clone())),
+        Some(other) => Err(AdapterError::MalformedValue(format!(
+            "{field:?} is {}, not an object",
+            kind(other)
+        ))),
+    }
+}
+
+/// A CDC position: an unsigned decimal integer, as a number or a digit string of up to 39
+/// digits (leading zeros ignored).
+fn parse_position(value: &Value) -> Option<u128> {
+    match value {
+        Value::Number(n) => n.as_u64().map(u128::from),
+        Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            s.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// A JSON type name for messages.
+fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod fixture {
+    //! The SPEC §2.0 fixture: projection `pr_customers`, PK `customer_id` (castToString).
+
+    use super::*;
+
+    pub fn pk() -> PrimaryKey {
+        PrimaryKey(vec![("customer_id".to_string(), Cast::ToString)])
+    }
+
+    pub fn record<'a>(key: Option<&'a str>, value: Option<&'a str>) -> Record<'a> {
+        Record { key: key.map(str::as_bytes), value: value.map(str::as_bytes) }
+    }
+
+    pub fn obj(value: Value) -> Image {
+        match value {
+            Value::Object(map) => map,
+            other => panic!("fixture {other} is not an object"),
+        }
+    }
+
+    pub fn change(result: Result<Adapted, AdapterError>) -> ChangeEvent {
+        match result {
+            Ok(Adapted::Change(c)) => c,
+            other => panic!("expected a change, got {other:?}"),
+        }
+    }
+
+    pub fn code(result: Result<Adapted, AdapterError>) -> &'static str {
+        match result {
+            Err(e) => e.code(),
+            Ok(other) => panic!("expected an error, got {other:?}"),
+        }
+    }
+}
