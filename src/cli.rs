@@ -1,11 +1,60 @@
-//! The command line of the `rtu` binary. Subcommands (`operator`, `engine`, `crd`, `check`) are
-//! added as each one works.
+//! The command line of the `rtu` binary and what each subcommand prints. Subcommands are added
+//! as each one works (`operator`, `engine`, `crd` to come).
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::EngineConfig;
 
 /// rtu: runs Fast Data Real-Time Updaters on Kubernetes.
 ///
 /// One binary for the operator and for the consumer engine its worker pods run.
 #[derive(Debug, Parser)]
-#[command(name = "rtu", version, about, long_about, arg_required_else_help = true)]
-pub struct Cli {}
+#[command(name = "rtu", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Validate an engine config file and explain every error with its field path.
+    Check {
+        /// The engine config (YAML).
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+}
+
+impl Cli {
+    /// Runs the subcommand; the exit code is 0 on success, 1 when the input is invalid.
+    pub fn run(self) -> ExitCode {
+        match self.command {
+            Command::Check { config } => check(&config),
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match EngineConfig::load(path) {
+        Ok(config) => {
+            let topics: usize = config.projections.iter().map(|p| p.topics.len()).sum();
+            println!(
+                "{}: valid engine config (system of record {:?}, {} projection(s), {topics} topic(s), adapter {})",
+                path.display(),
+                config.system_of_record,
+                config.projections.len(),
+                serde_json::to_value(config.adapter.kind).unwrap_or_default(),
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

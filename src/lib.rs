@@ -3,4 +3,6 @@
 //! integration tests can drive the same code.
 
 pub mod cli;
+pub mod config;
 pub mod engine;
+mod yaml;

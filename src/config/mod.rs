@@ -1,0 +1,449 @@
+//! `EngineConfig`: the one typed file the operator renders into a ConfigMap and every worker's
+//! engine reads back (`rtu engine --config FILE`, `rtu check --config FILE`). Structure errors
+//! come from the parser with their field path; [`EngineConfig::validate`] then lists every
+//! rule the structure alone cannot express, each with its field path and what would be valid.
+
+mod validate;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::engine::adapter::CustomMapping;
+use crate::yaml::{self, YamlError};
+
+pub use validate::ConfigError;
+
+/// Everything one engine process needs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EngineConfig {
+    /// The System of Record's name (the `source` of pr-update events), e.g. `crm`.
+    pub system_of_record: String,
+    /// How to reach Kafka and consume the ingestion topics.
+    pub kafka: KafkaConfig,
+    /// Where the projections live.
+    pub mongodb: MongoConfig,
+    /// The message format of the System of Record.
+    pub adapter: AdapterConfig,
+    /// The projections this worker writes.
+    pub projections: Vec<ProjectionConfig>,
+    /// How changes become writes.
+    #[serde(default)]
+    pub writes: WritesConfig,
+    /// What happens to a message that cannot be processed.
+    #[serde(default)]
+    pub error_policy: ErrorPolicy,
+    /// Batching and timing.
+    #[serde(default)]
+    pub tuning: Tuning,
+    /// Health, metrics and logs.
+    #[serde(default)]
+    pub telemetry: Telemetry,
+}
+
+/// Kafka connection and consumer settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list.
+    pub bootstrap_servers: String,
+    /// The consumer group all workers of one RealTimeUpdater share.
+    pub group_id: String,
+    /// Where a new group starts.
+    #[serde(default)]
+    pub auto_offset_reset: OffsetReset,
+    /// Transport security and authentication.
+    #[serde(default)]
+    pub security: KafkaSecurity,
+    /// librdkafka properties passed through (`session.timeout.ms`, ...); properties the engine
+    /// owns are refused.
+    #[serde(default)]
+    pub config: BTreeMap<String, String>,
+}
+
+/// Where a new consumer group starts reading.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum OffsetReset {
+    /// From the oldest retained message (the whole table replays).
+    #[default]
+    Earliest,
+    /// From new messages only.
+    Latest,
+}
+
+/// Kafka transport security.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KafkaSecurity {
+    /// The protocol of the listener.
+    #[serde(default)]
+    pub protocol: KafkaProtocol,
+    /// SASL authentication; required with `saslPlaintext` and `saslSsl`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslConfig>,
+    /// PEM file with the CA certificates that sign the brokers' certificates (`ssl`, `saslSsl`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+}
+
+/// The Kafka listener protocol.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum KafkaProtocol {
+    /// No encryption, no authentication.
+    #[default]
+    Plaintext,
+    /// TLS.
+    Ssl,
+    /// SASL without TLS.
+    SaslPlaintext,
+    /// SASL over TLS.
+    SaslSsl,
+}
+
+/// SASL credentials, read from files or environment variables (never written inline).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SaslConfig {
+    /// The mechanism.
+    pub mechanism: SaslMechanism,
+    /// Where the username is.
+    pub username: SecretSource,
+    /// Where the password is.
+    pub password: SecretSource,
+}
+
+/// A SASL mechanism.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SaslMechanism {
+    /// PLAIN.
+    Plain,
+    /// SCRAM-SHA-256.
+    ScramSha256,
+    /// SCRAM-SHA-512.
+    ScramSha512,
+}
+
+/// Where a secret value is read at start: a file (a mounted Secret key) or an environment
+/// variable. Exactly one of the two.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SecretSource {
+    /// Path of a file holding the value (trailing newline ignored).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Name of an environment variable holding the value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<String>,
+}
+
+/// MongoDB connection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct MongoConfig {
+    /// Where the connection string (with its credentials) is.
+    pub uri: SecretSource,
+    /// The database of the projections.
+    pub database: String,
+}
+
+/// The message format, shared by the projections unless one overrides it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AdapterConfig {
+    /// The format.
+    #[serde(rename = "type")]
+    pub kind: AdapterKind,
+    /// GoldenGate only: use `pos` as the stale-guard counter (default true).
+    #[serde(default = "yes")]
+    pub use_pos_as_counter: bool,
+    /// Custom only: where each part of the change is in the message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom: Option<CustomMapping>,
+}
+
+/// A message format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum AdapterKind {
+    /// IBM IIDR / DB2 KCOP JSON.
+    Basic,
+    /// Alias of `basic`.
+    Db2,
+    /// Oracle GoldenGate JSON.
+    #[serde(alias = "golden-gate")]
+    GoldenGate,
+    /// Debezium.
+    Debezium,
+    /// A declarative mapping (`custom`).
+    Custom,
+}
+
+/// One projection: a MongoDB collection fed by ingestion topics.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectionConfig {
+    /// The projection's name, e.g. `pr_customers`.
+    pub name: String,
+    /// The collection; defaults to the name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collection: Option<String>,
+    /// The ingestion topics; each belongs to this projection only.
+    pub topics: Vec<String>,
+    /// A format for this projection only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub adapter: Option<AdapterConfig>,
+    /// The fields written; everything else in a message is dropped and counted.
+    pub fields: Vec<FieldConfig>,
+}
+
+/// One projection field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FieldConfig {
+    /// The field's name in the messages.
+    pub name: String,
+    /// The field's name in the projection; defaults to `name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// The projection type.
+    #[serde(rename = "type")]
+    pub kind: FieldType,
+    /// The cast function id (`castToString`, `defaultCastToString`, ...); default `identity`.
+    #[serde(default = "identity")]
+    pub cast: String,
+    /// The field must be present when a document is created (checked in `strict` validation).
+    #[serde(default)]
+    pub required: bool,
+    /// The field may be null (checked in `strict` validation).
+    #[serde(default)]
+    pub nullable: bool,
+    /// The field is part of the primary key (in the order listed).
+    #[serde(default)]
+    pub primary_key: bool,
+}
+
+/// A projection field type (the Fast Data console's names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum FieldType {
+    /// A string.
+    String,
+    /// A number.
+    Number,
+    /// A boolean.
+    Boolean,
+    /// A date.
+    Date,
+    /// An object.
+    Object,
+    /// An array of objects.
+    #[serde(rename = "Array of object", alias = "ArrayOfObject")]
+    ArrayOfObject,
+    /// An array of numbers.
+    #[serde(rename = "Array of number", alias = "ArrayOfNumber")]
+    ArrayOfNumber,
+    /// An array of strings.
+    #[serde(rename = "Array of string", alias = "ArrayOfString")]
+    ArrayOfString,
+    /// An ObjectId.
+    ObjectId,
+    /// A GeoJSON point.
+    GeoPoint,
+}
+
+/// How changes become projection writes (SPEC §3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WritesConfig {
+    /// Inserts and updates create missing documents and update existing ones.
+    #[serde(default = "yes")]
+    pub upsert: bool,
+    /// What a delete does.
+    #[serde(default)]
+    pub delete_mechanism: DeleteMechanism,
+    /// Never let an older message overwrite newer data.
+    #[serde(default = "yes")]
+    pub stale_guard: bool,
+    /// What a failed cast or a null in a non-nullable field does.
+    #[serde(default)]
+    pub validation: Validation,
+    /// Create the indexes the engine relies on when they are missing.
+    #[serde(default = "yes")]
+    pub ensure_indexes: bool,
+}
+
+impl Default for WritesConfig {
+    fn default() -> Self {
+        WritesConfig {
+            upsert: true,
+            delete_mechanism: DeleteMechanism::Soft,
+            stale_guard: true,
+            validation: Validation::Lenient,
+            ensure_indexes: true,
+        }
+    }
+}
+
+/// What a delete does.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum DeleteMechanism {
+    /// Mark the document `__STATE__: DELETED` and keep it.
+    #[default]
+    Soft,
+    /// Remove the document.
+    Hard,
+}
+
+/// Validation of cast results (SPEC §3.6).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Validation {
+    /// A failed cast stores null and is counted (the reference behaviour).
+    #[default]
+    Lenient,
+    /// A failed cast, a null in a non-nullable field or a missing required field is a message error.
+    Strict,
+}
+
+/// What happens to a message that cannot be processed (SPEC §6).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
+pub enum ErrorPolicy {
+    /// Stop consuming, stay alive and not ready.
+    #[default]
+    Stop,
+    /// Pause the failing topic's partitions; others continue.
+    PauseTopic,
+    /// Produce the message to a dead-letter topic with the reason in headers, then go on.
+    DeadLetter {
+        /// The dead-letter topic.
+        topic: String,
+    },
+}
+
+/// Batching and timing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Tuning {
+    /// Most messages in one batch.
+    #[serde(default = "Tuning::default_max_batch_messages")]
+    pub max_batch_messages: u32,
+    /// Longest wait to fill a batch, in ms.
+    #[serde(default = "Tuning::default_max_batch_wait_ms")]
+    pub max_batch_wait_ms: u32,
+    /// Batches written to MongoDB at the same time.
+    #[serde(default = "Tuning::default_writes_in_flight")]
+    pub writes_in_flight: u32,
+    /// Longest time between offset commits, in ms.
+    #[serde(default = "Tuning::default_commit_interval_ms")]
+    pub commit_interval_ms: u32,
+}
+
+impl Tuning {
+    fn default_max_batch_messages() -> u32 {
+        2000
+    }
+    fn default_max_batch_wait_ms() -> u32 {
+        500
+    }
+    fn default_writes_in_flight() -> u32 {
+        4
+    }
+    fn default_commit_interval_ms() -> u32 {
+        1000
+    }
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            max_batch_messages: Self::default_max_batch_messages(),
+            max_batch_wait_ms: Self::default_max_batch_wait_ms(),
+            writes_in_flight: Self::default_writes_in_flight(),
+            commit_interval_ms: Self::default_commit_interval_ms(),
+        }
+    }
+}
+
+/// Health, metrics and logs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Telemetry {
+    /// Port of `/healthz`, `/readyz` and `/metrics`.
+    #[serde(default = "Telemetry::default_port")]
+    pub port: u16,
+    /// Log filter, e.g. `info` or `info,rtu_operator=debug`.
+    #[serde(default = "Telemetry::default_log_level")]
+    pub log_level: String,
+}
+
+impl Telemetry {
+    fn default_port() -> u16 {
+        9464
+    }
+    fn default_log_level() -> String {
+        "info".to_string()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Telemetry { port: Self::default_port(), log_level: Self::default_log_level() }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn identity() -> String {
+    "identity".to_string()
+}
+
+/// Why a config file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{file}: cannot read: {source}")]
+    Read {
+        /// The file.
+        file: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file does not have the config's structure.
+    #[error("{file}: {source}")]
+    Parse {
+        /// The file.
+        file: String,
+        /// Where and why.
+        source: YamlError,
+    },
+    /// The structure is fine but rules are broken.
+    #[error("{file}: {} error(s):\n{}", errors.len(), errors.iter().map(|e| format!("  {e}")).collect::<Vec<_>>().join("\n"))]
+    Invalid {
+        /// The file.
+        file: String,
+        /// Every broken rule.
+        errors: Vec<ConfigError>,
+    },
+}
+
+impl EngineConfig {
+    /// Reads, parses and validates a config file.
+    pub fn load(path: &Path) -> Result<Self, LoadError> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| LoadError::Read { file: file.clone(), source })?;
+        let config: EngineConfig = yaml::from_str(&text)
+            .map_err(|source| LoadError::Parse { file: file.clone(), source })?;
+        let errors = config.validate();
+        if errors.is_empty() { Ok(config) } else { Err(LoadError::Invalid { file, errors }) }
+    }
+}

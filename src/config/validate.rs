@@ -1,0 +1,456 @@
+//! The rules of an [`EngineConfig`] that its structure cannot express. Pure: every broken
+//! rule is reported (not only the first), each with its field path and what would be valid.
+
+use std::collections::BTreeMap;
+
+use super::{
+    AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, FieldConfig, KafkaProtocol,
+    KafkaSecurity, ProjectionConfig, SecretSource, Tuning,
+};
+use crate::engine::cast::Cast;
+
+/// One broken rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The field path, e.g. `projections[0].fields[2].cast`.
+    pub path: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+/// librdkafka properties the engine sets itself; a pass-through value would break it.
+const ENGINE_OWNED_KAFKA_KEYS: [&str; 12] = [
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "auto.offset.reset",
+    "security.protocol",
+    "sasl.mechanisms",
+    "sasl.mechanism",
+    "sasl.username",
+    "sasl.password",
+    "ssl.ca.location",
+    "partition.assignment.strategy",
+];
+
+/// Collects errors under a path prefix.
+struct Errors(Vec<ConfigError>);
+
+impl Errors {
+    fn add(&mut self, path: impl Into<String>, message: impl Into<String>) {
+        self.0.push(ConfigError { path: path.into(), message: message.into() });
+    }
+}
+
+impl EngineConfig {
+    /// Every broken rule, in document order; empty when the config is usable.
+    pub fn validate(&self) -> Vec<ConfigError> {
+        let mut errors = Errors(Vec::new());
+        if self.system_of_record.trim().is_empty() {
+            errors.add("systemOfRecord", "must not be empty");
+        }
+        self.validate_kafka(&mut errors);
+        secret_source(&mut errors, "mongodb.uri", &self.mongodb.uri);
+        if let Err(why) = database_name(&self.mongodb.database) {
+            errors.add("mongodb.database", why);
+        }
+        adapter(&mut errors, "adapter", &self.adapter);
+        self.validate_projections(&mut errors);
+        if let ErrorPolicy::DeadLetter { topic } = &self.error_policy {
+            if topic.trim().is_empty() {
+                errors.add("errorPolicy.topic", "the dead-letter topic must not be empty");
+            } else if self.projections.iter().any(|p| p.topics.contains(topic)) {
+                errors.add(
+                    "errorPolicy.topic",
+                    format!("{topic:?} is an ingestion topic; use a topic of its own"),
+                );
+            }
+        }
+        tuning(&mut errors, &self.tuning);
+        errors.0
+    }
+
+    fn validate_kafka(&self, errors: &mut Errors) {
+        let kafka = &self.kafka;
+        if kafka.bootstrap_servers.split(',').any(|s| s.trim().is_empty()) {
+            errors.add(
+                "kafka.bootstrapServers",
+                "must be a comma-separated list of host:port, none empty",
+            );
+        }
+        if kafka.group_id.trim().is_empty() {
+            errors.add("kafka.groupId", "must not be empty");
+        }
+        security(errors, &kafka.security);
+        for key in kafka.config.keys() {
+            if ENGINE_OWNED_KAFKA_KEYS.contains(&key.as_str()) {
+                errors.add(
+                    format!("kafka.config.{key}"),
+                    "set by the engine; use kafka.bootstrapServers, kafka.groupId, kafka.autoOffsetReset or kafka.security instead",
+                );
+            }
+        }
+    }
+
+    fn validate_projections(&self, errors: &mut Errors) {
+        if self.projections.is_empty() {
+            errors.add("projections", "at least one projection is needed");
+        }
+        let mut names = BTreeMap::new();
+        let mut collections = BTreeMap::new();
+        let mut topics = BTreeMap::new();
+        for (i, p) in self.projections.iter().enumerate() {
+            let path = format!("projections[{i}]");
+            if let Some(first) = names.insert(p.name.as_str(), i) {
+                errors.add(
+                    format!("{path}.name"),
+                    format!("{:?} is also projections[{first}]", p.name),
+                );
+            }
+            let collection = p.collection.as_deref().unwrap_or(&p.name);
+            if let Err(why) = collection_name(collection) {
+                errors.add(format!("{path}.collection"), why);
+            }
+            if let Some(first) = collections.insert(collection, i) {
+                errors.add(
+                    format!("{path}.collection"),
+                    format!("{collection:?} is also written by projections[{first}]; one writer per collection"),
+                );
+            }
+            if p.topics.is_empty() {
+                errors.add(format!("{path}.topics"), "at least one ingestion topic is needed");
+            }
+            for (t, topic) in p.topics.iter().enumerate() {
+                if let Some(first) = topics.insert(topic.as_str(), i) {
+                    errors.add(
+                        format!("{path}.topics[{t}]"),
+                        format!("{topic:?} already feeds projections[{first}]; a topic feeds one projection"),
+                    );
+                }
+            }
+            if let Some(a) = &p.adapter {
+                adapter(errors, &format!("{path}.adapter"), a);
+            }
+            fields(errors, &path, p);
+        }
+    }
+}
+
+fn security(errors: &mut Errors, s: &KafkaSecurity) {
+    let sasl_protocol = matches!(s.protocol, KafkaProtocol::SaslPlaintext | KafkaProtocol::SaslSsl);
+    match (&s.sasl, sasl_protocol) {
+        (None, true) => {
+            errors.add("kafka.security.sasl", "required with protocol saslPlaintext or saslSsl")
+        }
+        (Some(_), false) => {
+            errors.add("kafka.security.sasl", "only used with protocol saslPlaintext or saslSsl")
+        }
+        (Some(sasl), true) => {
+            secret_source(errors, "kafka.security.sasl.username", &sasl.username);
+            secret_source(errors, "kafka.security.sasl.password", &sasl.password);
+        }
+        (None, false) => {}
+    }
+    let tls = matches!(s.protocol, KafkaProtocol::Ssl | KafkaProtocol::SaslSsl);
+    if s.ca_file.is_some() && !tls {
+        errors.add("kafka.security.caFile", "only used with protocol ssl or saslSsl");
+    }
+}
+
+fn secret_source(errors: &mut Errors, path: &str, s: &SecretSource) {
+    match (&s.file, &s.env) {
+        (Some(f), None) if !f.trim().is_empty() => {}
+        (None, Some(e)) if !e.trim().is_empty() => {}
+        (Some(_), Some(_)) => errors.add(path, "give either file or env, not both"),
+        _ => {
+            errors.add(path, "give file (a mounted Secret key) or env (a variable name), not empty")
+        }
+    }
+}
+
+fn adapter(errors: &mut Errors, path: &str, a: &AdapterConfig) {
+    match (a.kind, &a.custom) {
+        (AdapterKind::Custom, None) => errors
+            .add(format!("{path}.custom"), "required with type custom (the declarative mapping)"),
+        (AdapterKind::Custom, Some(m)) => {
+            let pointers =
+                [("operation.pointer", Some(&m.operation.pointer)), ("after", Some(&m.after))]
+                    .into_iter()
+                    .chain([("before", m.before.as_ref()), ("position", m.position.as_ref())]);
+            for (field, pointer) in pointers {
+                if let Some(p) = pointer.filter(|p| !p.starts_with('/')) {
+                    errors.add(
+                        format!("{path}.custom.{field}"),
+                        format!("{p:?} is not a JSON pointer (e.g. /row)"),
+                    );
+                }
+            }
+            if m.operation.values.is_empty() {
+                errors.add(
+                    format!("{path}.custom.operation.values"),
+                    "map at least one operation value",
+                );
+            }
+        }
+        (_, Some(_)) => errors.add(format!("{path}.custom"), "only used with type custom"),
+        (_, None) => {}
+    }
+}
+
+fn fields(errors: &mut Errors, path: &str, p: &ProjectionConfig) {
+    if !p.fields.iter().any(|f| f.primary_key) {
+        errors.add(format!("{path}.fields"), "at least one field needs primaryKey: true");
+    }
+    let mut sources = BTreeMap::new();
+    let mut targets = BTreeMap::new();
+    for (j, f) in p.fields.iter().enumerate() {
+        let fpath = format!("{path}.fields[{j}]");
+        let target = f.target.as_deref().unwrap_or(&f.name);
+        if let Some(first) = sources.insert(f.name.as_str(), j) {
+            errors.add(format!("{fpath}.name"), format!("{:?} is also fields[{first}]", f.name));
+        } else if let Some(first) = targets.insert(target, j) {
+            let message = format!("{target:?} is also the target of fields[{first}]");
+            errors.add(format!("{fpath}.target"), message);
+        }
+        if let Err(why) = field_name(target) {
+            let field = if f.target.is_some() { "target" } else { "name" };
+            errors.add(format!("{fpath}.{field}"), why);
+        }
+        if let Err(e) = f.cast.parse::<Cast>() {
+            errors.add(format!("{fpath}.cast"), e.to_string());
+        }
+        primary_key_rules(errors, &fpath, f);
+    }
+}
+
+fn primary_key_rules(errors: &mut Errors, fpath: &str, f: &FieldConfig) {
+    if f.primary_key && f.nullable {
+        errors.add(format!("{fpath}.nullable"), "a primary-key field cannot be nullable");
+    }
+}
+
+/// Field names the engine writes itself.
+const METADATA_FIELDS: [&str; 10] = [
+    "_id",
+    "__STATE__",
+    "createdAt",
+    "updatedAt",
+    "creatorId",
+    "updaterId",
+    "timestamp",
+    "__internal__kafkaInfo",
+    "__internal__counter",
+    "__internal__counterType",
+];
+
+fn field_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.starts_with('$') || name.contains('.') || name.contains('\0') {
+        return Err(format!(
+            "{name:?} is not a usable MongoDB field name (non-empty, no '.', not starting with '$')"
+        ));
+    }
+    if METADATA_FIELDS.contains(&name) {
+        return Err(format!(
+            "{name:?} is a metadata field the engine writes; choose another target"
+        ));
+    }
+    Ok(())
+}
+
+fn database_name(name: &str) -> Result<(), String> {
+    let bad = name.chars().find(|c| "/\\. \"$*<>:|?\0".contains(*c));
+    match (name.is_empty(), name.len() > 63, bad) {
+        (true, _, _) => Err("must not be empty".to_string()),
+        (_, true, _) => Err(format!("{name:?} is longer than 63 bytes")),
+        (_, _, Some(c)) => Err(format!("{name:?} contains {c:?}; MongoDB database names cannot")),
+        _ => Ok(()),
+    }
+}
+
+fn collection_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.contains('$') || name.contains('\0') || name.starts_with("system.") {
+        return Err(format!(
+            "{name:?} is not a usable collection name (non-empty, no '$', not system.*)"
+        ));
+    }
+    Ok(())
+}
+
+fn tuning(errors: &mut Errors, t: &Tuning) {
+    let ranges = [
+        ("maxBatchMessages", t.max_batch_messages, 1, 100_000),
+        ("maxBatchWaitMs", t.max_batch_wait_ms, 1, 60_000),
+        ("writesInFlight", t.writes_in_flight, 1, 64),
+        ("commitIntervalMs", t.commit_interval_ms, 100, 600_000),
+    ];
+    for (field, value, min, max) in ranges {
+        if !(min..=max).contains(&value) {
+            errors.add(format!("tuning.{field}"), format!("{value} is outside {min}..={max}"));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::EngineConfig;
+    use crate::yaml;
+
+    const GOOD: &str = r#"
+systemOfRecord: crm
+kafka:
+  bootstrapServers: 127.0.0.1:9092
+  groupId: crm.rtu
+  security:
+    protocol: saslPlaintext
+    sasl:
+      mechanism: scramSha512
+      username: { file: /etc/rtu/kafka/username }
+      password: { env: KAFKA_PASSWORD }
+  config:
+    session.timeout.ms: "30000"
+mongodb:
+  uri: { file: /etc/rtu/mongodb/uri }
+  database: crm_db
+adapter:
+  type: debezium
+projections:
+  - name: pr_customers
+    topics: [acme.dev.crm.pr_customers.ingestion]
+    fields:
+      - { name: customer_id, type: String, cast: castToString, required: true, primaryKey: true }
+      - { name: name, type: String, cast: defaultCastToString, nullable: true }
+      - { name: age, type: Number, cast: castToInteger, nullable: true }
+      - { name: signup_at, type: Date, cast: castToDate, nullable: true }
+      - { name: vip, type: Boolean, cast: castStringToBoolean, nullable: true }
+errorPolicy:
+  type: deadLetter
+  topic: crm.rtu.dlq
+"#;
+
+    fn parse(text: &str) -> EngineConfig {
+        yaml::from_str(text).unwrap()
+    }
+
+    /// The good config with `from` replaced by `to` (which must occur once).
+    fn edited(from: &str, to: &str) -> EngineConfig {
+        assert_eq!(GOOD.matches(from).count(), 1, "{from:?} must occur once");
+        parse(&GOOD.replace(from, to))
+    }
+
+    fn paths(config: &EngineConfig) -> Vec<String> {
+        config.validate().into_iter().map(|e| e.path).collect()
+    }
+
+    #[test]
+    fn the_good_config_is_valid_and_fills_defaults() {
+        let c = parse(GOOD);
+        assert_eq!(c.validate(), vec![]);
+        assert_eq!((c.tuning.max_batch_messages, c.tuning.max_batch_wait_ms), (2000, 500));
+        assert!(c.writes.upsert && c.writes.stale_guard && c.writes.ensure_indexes);
+        assert_eq!(c.projections[0].fields[2].cast, "castToInteger");
+        assert_eq!(c.telemetry.port, 9464);
+    }
+
+    #[test]
+    fn each_rule_names_its_field_path() {
+        let cases: &[(&str, &str, &str)] = &[
+            ("cast: castToInteger", "cast: castToInt", "projections[0].fields[2].cast"),
+            ("groupId: crm.rtu", "groupId: ' '", "kafka.groupId"),
+            (
+                "bootstrapServers: 127.0.0.1:9092",
+                "bootstrapServers: 'a:1,'",
+                "kafka.bootstrapServers",
+            ),
+            ("session.timeout.ms: \"30000\"", "group.id: other", "kafka.config.group.id"),
+            ("protocol: saslPlaintext", "protocol: plaintext", "kafka.security.sasl"),
+            (
+                "password: { env: KAFKA_PASSWORD }",
+                "password: { env: K, file: /x }",
+                "kafka.security.sasl.password",
+            ),
+            ("password: { env: KAFKA_PASSWORD }", "password: {}", "kafka.security.sasl.password"),
+            ("database: crm_db", "database: crm.db", "mongodb.database"),
+            ("type: debezium", "type: custom", "adapter.custom"),
+            (
+                "topic: crm.rtu.dlq",
+                "topic: acme.dev.crm.pr_customers.ingestion",
+                "errorPolicy.topic",
+            ),
+            (
+                "primaryKey: true }",
+                "primaryKey: true, nullable: true }",
+                "projections[0].fields[0].nullable",
+            ),
+            ("primaryKey: true }", "primaryKey: false }", "projections[0].fields"),
+            (
+                "{ name: name, type: String",
+                "{ name: age, type: String",
+                "projections[0].fields[2].name",
+            ),
+            ("{ name: name,", "{ name: name, target: age,", "projections[0].fields[2].target"),
+            ("{ name: vip,", "{ name: vip, target: __STATE__,", "projections[0].fields[4].target"),
+            (
+                "topics: [acme.dev.crm.pr_customers.ingestion]",
+                "topics: []",
+                "projections[0].topics",
+            ),
+            (
+                "errorPolicy:",
+                "tuning: { writesInFlight: 0 }\nerrorPolicy:",
+                "tuning.writesInFlight",
+            ),
+        ];
+        for (from, to, path) in cases {
+            assert_eq!(paths(&edited(from, to)), vec![path.to_string()], "{from} -> {to}");
+        }
+    }
+
+    #[test]
+    fn every_error_is_reported_not_only_the_first() {
+        let c = parse(
+            &GOOD
+                .replace("castToInteger", "castToInt")
+                .replace("castToDate", "toDate")
+                .replace("crm_db", ""),
+        );
+        assert_eq!(
+            paths(&c),
+            ["mongodb.database", "projections[0].fields[2].cast", "projections[0].fields[3].cast"]
+        );
+        let message = c.validate()[1].message.clone();
+        assert!(
+            message.contains("unknown cast function \"castToInt\"")
+                && message.contains("castToInteger"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn topics_and_collections_have_one_owner() {
+        let two = GOOD.replace(
+            "errorPolicy:",
+            "  - name: pr_copy\n    collection: pr_customers\n    topics: [acme.dev.crm.pr_customers.ingestion]\n    fields: [{ name: id, type: String, primaryKey: true }]\nerrorPolicy:",
+        );
+        assert_eq!(paths(&parse(&two)), ["projections[1].collection", "projections[1].topics[0]"]);
+    }
+
+    #[test]
+    fn structure_errors_name_the_path_and_what_is_valid() {
+        let err = yaml::from_str::<EngineConfig>(&GOOD.replace("type: debezium", "type: oracle"))
+            .unwrap_err();
+        assert_eq!(err.path, "adapter.type");
+        assert!(err.message.contains("unknown variant `oracle`, expected one of"), "{err}");
+        assert!(err.message.contains("`goldenGate`"), "{err}");
+        let err =
+            yaml::from_str::<EngineConfig>(&GOOD.replace("groupId:", "groupID:")).unwrap_err();
+        assert_eq!(err.path, "kafka.groupID");
+        assert!(err.message.contains("unknown field `groupID`, expected one of"), "{err}");
+        let err = yaml::from_str::<EngineConfig>(
+            &GOOD.replace("primaryKey: true", "primaryKey: yes please"),
+        )
+        .unwrap_err();
+        assert_eq!(err.path, "projections[0].fields[0].primaryKey");
+    }
+}

@@ -1,0 +1,74 @@
+//! `rtu check --config FILE` as users run it: the shipped examples are valid, and a broken file
+//! gets every error with its field path and exit code 1.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn rtu_check(file: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rtu")).arg("check").arg("--config").arg(file).output().unwrap()
+}
+
+fn example() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/engine/debezium-crm.yaml")
+}
+
+#[test]
+fn every_shipped_engine_example_is_valid() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/engine");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = rtu_check(&path);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{}: {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(stdout.contains("valid engine config"), "{stdout}");
+        checked += 1;
+    }
+    assert!(checked > 0, "no example found");
+}
+
+#[test]
+fn a_broken_config_lists_every_error_with_its_path() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    let broken = text
+        .replace("castToInteger", "castToInt")
+        .replace("database: crm_db", "database: crm.db")
+        .replace("groupId: crm.rtu-customers", "groupId: \"\"");
+    let file = std::env::temp_dir().join(format!("rtu-check-{}.yaml", std::process::id()));
+    std::fs::write(&file, broken).unwrap();
+    let out = rtu_check(&file);
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in [
+        "3 error(s):",
+        "  kafka.groupId: must not be empty",
+        "  mongodb.database: \"crm.db\" contains '.'",
+        "  projections[0].fields[2].cast: unknown cast function \"castToInt\"; built-in casts are:",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+}
+
+#[test]
+fn a_structure_error_names_line_and_path() {
+    let text =
+        std::fs::read_to_string(example()).unwrap().replace("type: debezium", "type: oracle");
+    let file =
+        std::env::temp_dir().join(format!("rtu-check-structure-{}.yaml", std::process::id()));
+    std::fs::write(&file, text).unwrap();
+    let out = rtu_check(&file);
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("line 21: adapter.type: unknown variant `oracle`, expected one of"),
+        "{stderr}"
+    );
+}
