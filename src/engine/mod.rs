@@ -3,3 +3,5 @@
 
 pub mod adapter;
 pub mod cast;
+pub mod projection;
+pub mod writer;

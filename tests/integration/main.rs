@@ -7,4 +7,5 @@
 mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
+mod projection_writes;
 mod support;

@@ -114,7 +114,9 @@ mod tests {
             change(gg(&with_pos("\"99999999999999999999\""))).position,
             Some(99_999_999_999_999_999_999)
         );
-        for bad in ["\"12a\"", "\"\"", "-5", "1.5", "null"] {
+        // 35 digits: more than a Decimal128 counter holds.
+        let too_long = format!("\"{}\"", "9".repeat(35));
+        for bad in ["\"12a\"", "\"\"", "-5", "1.5", "null", too_long.as_str()] {
             assert_eq!(code(gg(&with_pos(bad))), "MALFORMED_VALUE", "pos {bad}");
         }
         // Without USE_POS_AS_COUNTER the position is ignored, even when missing.

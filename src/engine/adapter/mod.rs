@@ -222,16 +222,20 @@ fn image(container: &Image, field: &str) -> Result<Option<Image>, AdapterError> 
     }
 }
 
-/// A CDC position: an unsigned decimal integer, as a number or a digit string of up to 39
-/// digits (leading zeros ignored).
+/// The largest CDC position: 34 digits, what a BSON Decimal128 counter holds exactly.
+pub const MAX_POSITION: u128 = 10_u128.pow(34) - 1;
+
+/// A CDC position: an unsigned decimal integer up to [`MAX_POSITION`], as a number or a digit
+/// string (leading zeros ignored).
 fn parse_position(value: &Value) -> Option<u128> {
-    match value {
+    let position = match value {
         Value::Number(n) => n.as_u64().map(u128::from),
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
             s.parse().ok()
         }
         _ => None,
-    }
+    };
+    position.filter(|p| *p <= MAX_POSITION)
 }
 
 /// A JSON type name for messages.

@@ -1,0 +1,521 @@
+//! From a change event to MongoDB write statements (SPEC §3): field mapping and casts, the
+//! metadata of every write, upsert or soft/hard delete, the primary-key change, and the stale
+//! guard, which lives inside each statement's filter so that two writers cannot race.
+
+use mongodb::bson::{Bson, DateTime, Decimal128, Document, doc};
+use serde_json::Value;
+
+use crate::config::{DeleteMechanism, ProjectionConfig, Validation, WritesConfig};
+use crate::engine::adapter::{ChangeEvent, Image, Op, PrimaryKey};
+use crate::engine::cast::{Cast, json_to_bson};
+
+/// One projection field, ready to map.
+#[derive(Debug, Clone, PartialEq)]
+struct Field {
+    source: String,
+    target: String,
+    cast: Cast,
+    nullable: bool,
+}
+
+/// A projection as the writer sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Projection {
+    /// The projection's name.
+    pub name: String,
+    /// Its collection.
+    pub collection: String,
+    fields: Vec<Field>,
+    /// Indexes into `fields` of the primary key, in order.
+    primary_key: Vec<usize>,
+    writes: WritesConfig,
+}
+
+/// Where the message came from: what the metadata of the write records.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Source {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: i32,
+    /// The offset.
+    pub offset: i64,
+    /// The Kafka record timestamp, ms.
+    pub timestamp_ms: i64,
+    /// The parsed Kafka key (JSON if it parses, else the UTF-8 string, else null).
+    pub key: Bson,
+}
+
+/// One write, as a statement of a raw `update` or `delete` command.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Statement {
+    /// `{q: filter, u: update, upsert: true}`; a duplicate key on the primary-key index means
+    /// the stored document is newer (stale message).
+    Upsert {
+        /// Primary key plus the stale guard.
+        filter: Document,
+        /// `$set` / `$setOnInsert`.
+        update: Document,
+    },
+    /// `{q: filter, limit: 1}`.
+    Delete {
+        /// Primary key plus the stale guard.
+        filter: Document,
+    },
+}
+
+/// What a change becomes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Mapped {
+    /// The statements, in the order they must run (a PK change deletes first).
+    pub statements: Vec<Statement>,
+    /// Message fields that are not projection fields (dropped).
+    pub unknown_fields: Vec<String>,
+    /// Fields whose cast failed and were stored as null (lenient validation).
+    pub uncastable_fields: Vec<String>,
+}
+
+/// A change that cannot be written: a message error of SPEC §6.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum WriteError {
+    /// A primary-key value (or, in strict validation, any value) could not be cast.
+    #[error("CAST_FAILED: field {field:?}: {reason}")]
+    CastFailed {
+        /// The source field.
+        field: String,
+        /// The cast's refusal.
+        reason: String,
+    },
+    /// A primary-key value is null after casting.
+    #[error("MISSING_PRIMARY_KEY: field {field:?} is null after casting")]
+    MissingPrimaryKey {
+        /// The source field.
+        field: String,
+    },
+    /// Strict validation: null for a field that is not nullable.
+    #[error("VALIDATION_FAILED: field {field:?} is null but not nullable")]
+    ValidationFailed {
+        /// The source field.
+        field: String,
+    },
+}
+
+impl WriteError {
+    /// The SPEC §6 error code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            WriteError::CastFailed { .. } => "CAST_FAILED",
+            WriteError::MissingPrimaryKey { .. } => "MISSING_PRIMARY_KEY",
+            WriteError::ValidationFailed { .. } => "VALIDATION_FAILED",
+        }
+    }
+}
+
+/// The counter a message carries (SPEC §3.10).
+struct Counter {
+    value: Bson,
+    kind: &'static str,
+}
+
+impl Counter {
+    fn of(change: &ChangeEvent, source: &Source) -> Self {
+        match change.position {
+            Some(p) => Counter { value: position_counter(p), kind: "position" },
+            None => Counter { value: Bson::Int64(source.offset), kind: "offset" },
+        }
+    }
+}
+
+/// A position as a counter MongoDB compares numerically: int64 when it fits, else Decimal128
+/// (adapters bound positions to 34 digits, which Decimal128 holds exactly).
+fn position_counter(p: u128) -> Bson {
+    match i64::try_from(p) {
+        Ok(v) => Bson::Int64(v),
+        Err(_) => {
+            p.to_string().parse::<Decimal128>().map_or(Bson::Double(p as f64), Bson::Decimal128)
+        }
+    }
+}
+
+impl Projection {
+    /// The projection of a validated config (cast ids already checked by `validate`).
+    pub fn new(config: &ProjectionConfig, writes: &WritesConfig) -> Result<Self, String> {
+        let fields = config
+            .fields
+            .iter()
+            .map(|f| {
+                let cast =
+                    f.cast.parse::<Cast>().map_err(|e| format!("field {:?}: {e}", f.name))?;
+                let target = f.target.clone().unwrap_or_else(|| f.name.clone());
+                Ok(Field { source: f.name.clone(), target, cast, nullable: f.nullable })
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let primary_key: Vec<usize> = config
+            .fields
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| f.primary_key)
+            .map(|(i, _)| i)
+            .collect();
+        if primary_key.is_empty() {
+            return Err(format!("projection {:?} has no primary-key field", config.name));
+        }
+        Ok(Projection {
+            name: config.name.clone(),
+            collection: config.collection.clone().unwrap_or_else(|| config.name.clone()),
+            fields,
+            primary_key,
+            writes: writes.clone(),
+        })
+    }
+
+    /// The primary key as adapters read it: source names and casts, in order.
+    pub fn adapter_key(&self) -> PrimaryKey {
+        PrimaryKey(
+            self.primary_key
+                .iter()
+                .map(|&i| (self.fields[i].source.clone(), self.fields[i].cast))
+                .collect(),
+        )
+    }
+
+    /// The primary-key target names, in order (the unique index the engine relies on).
+    pub fn primary_key_targets(&self) -> Vec<&str> {
+        self.primary_key.iter().map(|&i| self.fields[i].target.as_str()).collect()
+    }
+
+    /// The statements for one change; `now` is the write time (`createdAt`, `updatedAt`).
+    pub fn map(
+        &self,
+        change: &ChangeEvent,
+        source: &Source,
+        now: DateTime,
+    ) -> Result<Mapped, WriteError> {
+        let counter = Counter::of(change, source);
+        let key_filter = self.key_filter(&change.key)?;
+        let mut mapped = Mapped {
+            statements: Vec::new(),
+            unknown_fields: Vec::new(),
+            uncastable_fields: Vec::new(),
+        };
+        if change.op == Op::Delete {
+            mapped.statements.push(self.delete(key_filter, &counter, source, now));
+            return Ok(mapped);
+        }
+        // A before image with a different primary key is a PK change: delete the old first.
+        if let Some(old_filter) = change.before.as_ref().and_then(|b| self.key_filter(b).ok())
+            && old_filter != key_filter
+        {
+            mapped.statements.push(self.delete(old_filter, &counter, source, now));
+        }
+        let after = change.after.as_ref().map_or_else(Image::new, Clone::clone);
+        let set = self.mapped_fields(&after, &mut mapped)?;
+        mapped.statements.push(self.upsert(key_filter, set, &counter, source, now));
+        Ok(mapped)
+    }
+
+    fn key_filter(&self, key: &Image) -> Result<Document, WriteError> {
+        let mut filter = Document::new();
+        for &i in &self.primary_key {
+            let field = &self.fields[i];
+            let raw = key.get(&field.source).unwrap_or(&Value::Null);
+            let cast = field.cast.apply(raw).map_err(|e| WriteError::CastFailed {
+                field: field.source.clone(),
+                reason: e.to_string(),
+            })?;
+            if cast == Bson::Null {
+                return Err(WriteError::MissingPrimaryKey { field: field.source.clone() });
+            }
+            filter.insert(field.target.clone(), cast);
+        }
+        Ok(filter)
+    }
+
+    /// `$set` of the projection fields present in the image, cast and renamed.
+    fn mapped_fields(&self, image: &Image, mapped: &mut Mapped) -> Result<Document, WriteError> {
+        let mut set = Document::new();
+        for (name, value) in image {
+            let Some(field) = self.fields.iter().find(|f| &f.source == name) else {
+                mapped.unknown_fields.push(name.clone());
+                continue;
+            };
+            let strict = self.writes.validation == Validation::Strict;
+            let cast = match field.cast.apply(value) {
+                Ok(v) => v,
+                Err(e) if strict => {
+                    return Err(WriteError::CastFailed {
+                        field: name.clone(),
+                        reason: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    mapped.uncastable_fields.push(name.clone());
+                    Bson::Null
+                }
+            };
+            if strict && cast == Bson::Null && !field.nullable {
+                return Err(WriteError::ValidationFailed { field: name.clone() });
+            }
+            set.insert(field.target.clone(), cast);
+        }
+        Ok(set)
+    }
+
+    /// The metadata every write sets (SPEC §3.7).
+    fn metadata(&self, state: &str, counter: &Counter, source: &Source, now: DateTime) -> Document {
+        let timestamp = DateTime::from_millis(source.timestamp_ms);
+        doc! {
+            "__STATE__": state,
+            "updatedAt": now,
+            "timestamp": timestamp,
+            "__internal__kafkaInfo": {
+                "topic": &source.topic,
+                "partition": source.partition,
+                "offset": source.offset.to_string(),
+                "key": source.key.clone(),
+                "timestamp": timestamp,
+            },
+            "__internal__counter": counter.value.clone(),
+            "__internal__counterType": counter.kind,
+        }
+    }
+
+    /// The primary key plus the stale guard: apply when nothing comparable is stored, or the
+    /// incoming counter is at least the stored one.
+    fn guarded(&self, mut filter: Document, counter: &Counter, source: &Source) -> Document {
+        if !self.writes.stale_guard {
+            return filter;
+        }
+        let mut apply = vec![
+            doc! { "__internal__counter": { "$exists": false } },
+            doc! { "__internal__counterType": { "$ne": counter.kind } },
+            doc! { "__internal__counter": { "$lte": counter.value.clone() } },
+        ];
+        if counter.kind == "offset" {
+            apply.push(doc! { "__internal__kafkaInfo.topic": { "$ne": &source.topic } });
+            apply.push(doc! { "__internal__kafkaInfo.partition": { "$ne": source.partition } });
+        }
+        filter.insert("$or", apply);
+        filter
+    }
+
+    fn upsert(
+        &self,
+        key: Document,
+        set: Document,
+        counter: &Counter,
+        source: &Source,
+        now: DateTime,
+    ) -> Statement {
+        let mut fields = set;
+        fields.extend(self.metadata("PUBLIC", counter, source, now));
+        Statement::Upsert {
+            filter: self.guarded(key, counter, source),
+            update: doc! { "$set": fields, "$setOnInsert": { "createdAt": now } },
+        }
+    }
+
+    fn delete(
+        &self,
+        key: Document,
+        counter: &Counter,
+        source: &Source,
+        now: DateTime,
+    ) -> Statement {
+        let filter = self.guarded(key, counter, source);
+        match self.writes.delete_mechanism {
+            DeleteMechanism::Hard => Statement::Delete { filter },
+            DeleteMechanism::Soft => Statement::Upsert {
+                filter,
+                update: doc! {
+                    "$set": self.metadata("DELETED", counter, source, now),
+                    "$setOnInsert": { "createdAt": now },
+                },
+            },
+        }
+    }
+}
+
+/// The Kafka key as recorded in `__internal__kafkaInfo.key`: JSON if it parses, else the
+/// UTF-8 string, else null.
+pub fn parse_kafka_key(key: Option<&[u8]>) -> Bson {
+    let Some(bytes) = key else { return Bson::Null };
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(v) => json_to_bson(&v),
+        Err(_) => std::str::from_utf8(bytes).map_or(Bson::Null, |s| Bson::String(s.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::adapter::Image;
+
+    fn projection(writes: WritesConfig, rename_name: bool) -> Projection {
+        let mut name =
+            json!({ "name": "name", "type": "String", "cast": "castToString", "nullable": true });
+        if rename_name {
+            name["target"] = json!("fullName");
+        }
+        let config: ProjectionConfig = serde_json::from_value(json!({
+            "name": "pr_customers",
+            "topics": ["t"],
+            "fields": [
+                { "name": "customer_id", "type": "String", "cast": "castToString", "primaryKey": true },
+                name,
+                { "name": "age", "type": "Number", "cast": "castToInteger", "nullable": true },
+                { "name": "signup_at", "type": "Date", "cast": "castToDate", "nullable": true },
+                { "name": "vip", "type": "Boolean", "cast": "castStringToBoolean" },
+            ],
+        }))
+        .unwrap();
+        Projection::new(&config, &writes).unwrap()
+    }
+
+    fn image(v: Value) -> Image {
+        v.as_object().unwrap().clone()
+    }
+
+    fn upsert(after: Value) -> ChangeEvent {
+        let after = image(after);
+        let key = image(
+            json!({ "customer_id": after.get("customer_id").cloned().unwrap_or(json!("C-1")) }),
+        );
+        ChangeEvent { op: Op::Upsert, key, before: None, after: Some(after), position: None }
+    }
+
+    fn source() -> Source {
+        Source { topic: "t".into(), partition: 0, offset: 100, timestamp_ms: 0, key: Bson::Null }
+    }
+
+    fn set_of(mapped: &Mapped) -> Document {
+        match &mapped.statements[..] {
+            [Statement::Upsert { update, .. }] => update.get_document("$set").unwrap().clone(),
+            other => panic!("expected one upsert, got {other:?}"),
+        }
+    }
+
+    fn strict() -> WritesConfig {
+        WritesConfig { validation: Validation::Strict, ..WritesConfig::default() }
+    }
+
+    #[test]
+    fn lenient_casts_store_null_and_count_uncastable_fields() {
+        // SPEC §10 #15 and #17.
+        let p = projection(WritesConfig::default(), false);
+        let change = upsert(
+            json!({ "customer_id": "C-1", "age": "42.9", "signup_at": "2024-02-30", "vip": "TRUE", "name": 12.5 }),
+        );
+        let mapped = p.map(&change, &source(), DateTime::now()).unwrap();
+        let set = set_of(&mapped);
+        assert_eq!(set.get_i64("age").unwrap(), 42);
+        assert_eq!(set.get("signup_at"), Some(&Bson::Null));
+        assert_eq!(set.get("vip"), Some(&Bson::Null));
+        assert_eq!(set.get_str("name").unwrap(), "12.5");
+        assert_eq!(mapped.uncastable_fields, ["signup_at", "vip"]);
+    }
+
+    #[test]
+    fn strict_validation_makes_message_errors() {
+        // SPEC §10 #16.
+        let p = projection(strict(), false);
+        let err = p
+            .map(&upsert(json!({ "customer_id": "C-1", "age": "abc" })), &source(), DateTime::now())
+            .unwrap_err();
+        assert_eq!(err.code(), "CAST_FAILED");
+        assert!(err.to_string().contains("\"age\""), "{err}");
+        let err = p
+            .map(&upsert(json!({ "customer_id": "C-1", "vip": null })), &source(), DateTime::now())
+            .unwrap_err();
+        assert_eq!(err, WriteError::ValidationFailed { field: "vip".into() });
+        assert!(
+            p.map(
+                &upsert(json!({ "customer_id": "C-1", "age": null })),
+                &source(),
+                DateTime::now()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn metadata_named_message_fields_are_dropped_as_unknown() {
+        // SPEC §10 #18.
+        let p = projection(WritesConfig::default(), false);
+        let change = upsert(
+            json!({ "customer_id": "C-1", "__STATE__": "DELETED", "_id": "x", "createdAt": "1999" }),
+        );
+        let mapped = p.map(&change, &source(), DateTime::now()).unwrap();
+        assert_eq!(mapped.unknown_fields, ["__STATE__", "_id", "createdAt"]);
+        let set = set_of(&mapped);
+        assert_eq!(set.get_str("__STATE__").unwrap(), "PUBLIC");
+        assert!(!set.contains_key("_id") && !set.contains_key("createdAt"));
+    }
+
+    #[test]
+    fn targets_rename_fields_and_absent_fields_are_not_written() {
+        let p = projection(WritesConfig::default(), true);
+        let mapped = p
+            .map(
+                &upsert(json!({ "customer_id": "C-1", "name": "Ada" })),
+                &source(),
+                DateTime::now(),
+            )
+            .unwrap();
+        let set = set_of(&mapped);
+        assert_eq!(set.get_str("fullName").unwrap(), "Ada");
+        assert!(!set.contains_key("name") && !set.contains_key("age"));
+    }
+
+    #[test]
+    fn primary_key_errors() {
+        let p = projection(WritesConfig::default(), false);
+        let mut change = upsert(json!({ "customer_id": "C-1" }));
+        change.key = image(json!({ "customer_id": null }));
+        let err = p.map(&change, &source(), DateTime::now()).unwrap_err();
+        assert_eq!(err.code(), "MISSING_PRIMARY_KEY");
+        let pk_int: ProjectionConfig = serde_json::from_value(json!({
+            "name": "p", "topics": ["t"],
+            "fields": [{ "name": "id", "type": "Number", "cast": "castToInteger", "primaryKey": true }],
+        }))
+        .unwrap();
+        let p = Projection::new(&pk_int, &WritesConfig::default()).unwrap();
+        let change = ChangeEvent {
+            op: Op::Delete,
+            key: image(json!({ "id": "x" })),
+            before: None,
+            after: None,
+            position: None,
+        };
+        assert_eq!(p.map(&change, &source(), DateTime::now()).unwrap_err().code(), "CAST_FAILED");
+    }
+
+    #[test]
+    fn the_guard_is_in_the_filter_unless_turned_off() {
+        let on = projection(WritesConfig::default(), false);
+        let off = projection(WritesConfig { stale_guard: false, ..WritesConfig::default() }, false);
+        let change = upsert(json!({ "customer_id": "C-1" }));
+        let filter = |p: &Projection| match &p
+            .map(&change, &source(), DateTime::now())
+            .unwrap()
+            .statements[..]
+        {
+            [Statement::Upsert { filter, .. }] => filter.clone(),
+            other => panic!("{other:?}"),
+        };
+        let guarded = filter(&on);
+        assert_eq!(guarded.get_str("customer_id").unwrap(), "C-1");
+        assert_eq!(guarded.get_array("$or").unwrap().len(), 5, "{guarded}");
+        assert_eq!(filter(&off), doc! { "customer_id": "C-1" });
+    }
+
+    #[test]
+    fn kafka_keys_are_recorded_as_json_or_text() {
+        assert_eq!(parse_kafka_key(Some(br#"{"a":1}"#)), Bson::Document(doc! { "a": 1_i64 }));
+        assert_eq!(parse_kafka_key(Some(b"C-1")), Bson::String("C-1".into()));
+        assert_eq!(parse_kafka_key(Some(&[0xff, 0xfe])), Bson::Null);
+        assert_eq!(parse_kafka_key(None), Bson::Null);
+    }
+}

@@ -1,0 +1,180 @@
+//! Sends projection statements to MongoDB as raw multi-statement `update` / `delete` commands
+//! (mongod 6.0 has no `bulkWrite` command) and reads each statement's outcome back: inserted,
+//! updated, stale (a duplicate key on the primary-key index from a guarded upsert) or a
+//! per-statement error. Also creates / verifies the primary-key unique index.
+
+use mongodb::bson::{Bson, Document, doc};
+use mongodb::options::IndexOptions;
+use mongodb::{Database, IndexModel};
+
+use crate::engine::projection::{Projection, Statement};
+
+/// The name of the unique primary-key index (the Fast Data console's name).
+pub const PRIMARY_KEY_INDEX: &str = "mia_primary_key_index";
+
+/// What one statement did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// An upsert created the document.
+    Inserted,
+    /// An upsert matched and updated the document.
+    Updated,
+    /// The stored document is newer: nothing written.
+    Stale,
+    /// A delete ran; `deleted` is false when nothing matched (missing or newer).
+    Deleted {
+        /// Whether a document was removed.
+        deleted: bool,
+    },
+    /// The statement failed on its own (e.g. a secondary unique index); a message error.
+    Failed {
+        /// MongoDB's error code (11000 for `UNIQUE_VIOLATION`).
+        code: i32,
+        /// MongoDB's message.
+        message: String,
+    },
+}
+
+/// A failure of a whole command (transient: retry the batch).
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The command did not run or its reply was not understood.
+    #[error("{command} on {collection} failed: {source}")]
+    Command {
+        /// `update` or `delete`.
+        command: &'static str,
+        /// The collection.
+        collection: String,
+        /// The driver's error.
+        source: mongodb::error::Error,
+    },
+    /// Creating the primary-key index failed.
+    #[error("creating index {PRIMARY_KEY_INDEX} on {collection} failed: {source}")]
+    EnsureIndex {
+        /// The collection.
+        collection: String,
+        /// The driver's error.
+        source: mongodb::error::Error,
+    },
+}
+
+/// Creates the unique primary-key index of a projection (a no-op when it exists).
+pub async fn ensure_primary_key_index(
+    db: &Database,
+    projection: &Projection,
+) -> Result<(), WriterError> {
+    let keys: Document = projection
+        .primary_key_targets()
+        .into_iter()
+        .map(|k| (k.to_string(), Bson::Int32(1)))
+        .collect();
+    let index = IndexModel::builder()
+        .keys(keys)
+        .options(IndexOptions::builder().unique(true).name(PRIMARY_KEY_INDEX.to_string()).build())
+        .build();
+    db.collection::<Document>(&projection.collection).create_index(index).await.map(drop).map_err(
+        |source| WriterError::EnsureIndex { collection: projection.collection.clone(), source },
+    )
+}
+
+/// Runs `statements` on the projection's collection, in order, and returns one outcome each.
+/// Consecutive statements of one kind go out as one command.
+pub async fn execute(
+    db: &Database,
+    projection: &Projection,
+    statements: &[Statement],
+) -> Result<Vec<Outcome>, WriterError> {
+    let mut outcomes = Vec::with_capacity(statements.len());
+    let mut start = 0;
+    while start < statements.len() {
+        let is_upsert = matches!(statements[start], Statement::Upsert { .. });
+        let len = statements[start..]
+            .iter()
+            .take_while(|s| matches!(s, Statement::Upsert { .. }) == is_upsert)
+            .count();
+        let run = &statements[start..start + len];
+        if is_upsert {
+            outcomes.extend(run_updates(db, projection, run).await?);
+        } else {
+            outcomes.extend(run_deletes(db, projection, run).await?);
+        }
+        start += len;
+    }
+    Ok(outcomes)
+}
+
+async fn run_updates(
+    db: &Database,
+    projection: &Projection,
+    run: &[Statement],
+) -> Result<Vec<Outcome>, WriterError> {
+    let updates: Vec<Document> = run
+        .iter()
+        .filter_map(|s| match s {
+            Statement::Upsert { filter, update } => {
+                Some(doc! { "q": filter, "u": update, "upsert": true })
+            }
+            Statement::Delete { .. } => None,
+        })
+        .collect();
+    // Unordered so one stale statement does not stop the others; mongod applies a replica
+    // set's statements in array order, and the stale guard keeps any reordering harmless.
+    let command = doc! { "update": &projection.collection, "updates": updates, "ordered": false };
+    let reply = db.run_command(command).await.map_err(|source| WriterError::Command {
+        command: "update",
+        collection: projection.collection.clone(),
+        source,
+    })?;
+    let mut outcomes = vec![Outcome::Updated; run.len()];
+    for upserted in reply.get_array("upserted").map(|a| a.as_slice()).unwrap_or_default() {
+        if let Some(i) = upserted.as_document().and_then(index_of) {
+            outcomes[i] = Outcome::Inserted;
+        }
+    }
+    let pk = projection.primary_key_targets();
+    for error in reply.get_array("writeErrors").map(|a| a.as_slice()).unwrap_or_default() {
+        let Some(error) = error.as_document() else { continue };
+        let Some(i) = index_of(error) else { continue };
+        let code = error.get_i32("code").unwrap_or(0);
+        let on_primary_key = error
+            .get_document("keyPattern")
+            .is_ok_and(|pattern| pattern.keys().map(String::as_str).eq(pk.iter().copied()));
+        outcomes[i] = if code == 11000 && on_primary_key {
+            Outcome::Stale
+        } else {
+            Outcome::Failed {
+                code,
+                message: error.get_str("errmsg").unwrap_or_default().to_string(),
+            }
+        };
+    }
+    Ok(outcomes)
+}
+
+async fn run_deletes(
+    db: &Database,
+    projection: &Projection,
+    run: &[Statement],
+) -> Result<Vec<Outcome>, WriterError> {
+    let mut outcomes = Vec::with_capacity(run.len());
+    // One command per delete: the reply only counts deletions, and each outcome matters.
+    for statement in run {
+        let Statement::Delete { filter } = statement else { continue };
+        let command = doc! {
+            "delete": &projection.collection,
+            "deletes": [{ "q": filter, "limit": 1 }],
+            "ordered": true,
+        };
+        let reply = db.run_command(command).await.map_err(|source| WriterError::Command {
+            command: "delete",
+            collection: projection.collection.clone(),
+            source,
+        })?;
+        outcomes.push(Outcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 });
+    }
+    Ok(outcomes)
+}
+
+fn index_of(entry: &Document) -> Option<usize> {
+    entry.get_i32("index").ok().and_then(|i| usize::try_from(i).ok())
+}

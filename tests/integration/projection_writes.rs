@@ -1,0 +1,297 @@
+//! Projection writes on the real mongod (SPEC §3, §10): record bytes -> adapter -> guarded
+//! statements -> raw `update`/`delete` commands, then the stored documents are read back. The
+//! stale guard is decided by the server inside each statement's filter.
+
+use mongodb::bson::{Bson, DateTime, Document, doc};
+use mongodb::{Collection, Database};
+use serde_json::json;
+
+use rtu_operator::config::{ProjectionConfig, WritesConfig};
+use rtu_operator::engine::adapter::{Adapted, Adapter, Record};
+use rtu_operator::engine::projection::{Mapped, Projection, Source, parse_kafka_key};
+use rtu_operator::engine::writer::{Outcome, ensure_primary_key_index, execute};
+
+use crate::support::mongodb::{admin_client, unique_database};
+
+const TOPIC: &str = "acme.dev.crm.pr_customers.ingestion";
+const T0: i64 = 1_700_000_000_000;
+const B1: &str = r#"{"customer_id":"C-1","name":"Ada","age":"36","signup_at":"2023-01-15","vip":"true","shoe_size":44}"#;
+
+/// The SPEC §2.0 fixture projection.
+fn fixture(writes: WritesConfig) -> Projection {
+    let config: ProjectionConfig = serde_json::from_value(json!({
+        "name": "pr_customers",
+        "topics": [TOPIC],
+        "fields": [
+            { "name": "customer_id", "type": "String", "cast": "castToString", "required": true, "primaryKey": true },
+            { "name": "name", "type": "String", "cast": "castToString", "nullable": true },
+            { "name": "age", "type": "Number", "cast": "castToInteger", "nullable": true },
+            { "name": "signup_at", "type": "Date", "cast": "castToDate", "nullable": true },
+            { "name": "vip", "type": "Boolean", "cast": "castStringToBoolean", "nullable": true },
+        ],
+    }))
+    .unwrap();
+    Projection::new(&config, &writes).unwrap()
+}
+
+struct Harness {
+    db: Database,
+    projection: Projection,
+    adapter: Adapter,
+}
+
+impl Harness {
+    async fn new(adapter: Adapter, writes: WritesConfig) -> Self {
+        let db = admin_client().await.database(&unique_database("writes"));
+        let projection = fixture(writes);
+        ensure_primary_key_index(&db, &projection).await.unwrap();
+        Harness { db, projection, adapter }
+    }
+
+    fn collection(&self) -> Collection<Document> {
+        self.db.collection(&self.projection.collection)
+    }
+
+    /// Adapts, maps and writes one record at `partition`/`offset`, timestamp `T0 + offset s`.
+    async fn write(
+        &self,
+        partition: i32,
+        offset: i64,
+        key: Option<&str>,
+        value: Option<&str>,
+    ) -> (Mapped, Vec<Outcome>) {
+        let record = Record { key: key.map(str::as_bytes), value: value.map(str::as_bytes) };
+        let change = match self.adapter.adapt(record, &self.projection.adapter_key()).unwrap() {
+            Adapted::Change(c) => c,
+            Adapted::Skip(s) => panic!("unexpected skip {s:?}"),
+        };
+        let source = Source {
+            topic: TOPIC.to_string(),
+            partition,
+            offset,
+            timestamp_ms: T0 + offset * 1000,
+            key: parse_kafka_key(record.key),
+        };
+        let mapped = self.projection.map(&change, &source, DateTime::now()).unwrap();
+        let outcomes = execute(&self.db, &self.projection, &mapped.statements).await.unwrap();
+        (mapped, outcomes)
+    }
+
+    async fn db2(&self, offset: i64, key: &str, value: Option<&str>) -> Vec<Outcome> {
+        self.write(0, offset, Some(key), value).await.1
+    }
+
+    async fn get(&self, id: &str) -> Option<Document> {
+        self.collection().find_one(doc! { "customer_id": id }).await.unwrap()
+    }
+
+    async fn drop(self) {
+        self.db.drop().await.unwrap();
+    }
+}
+
+fn key(id: &str) -> String {
+    format!(r#"{{"customer_id":"{id}"}}"#)
+}
+
+fn counter(d: &Document) -> (i64, &str) {
+    (d.get_i64("__internal__counter").unwrap(), d.get_str("__internal__counterType").unwrap())
+}
+
+#[tokio::test]
+async fn db2_insert_update_stale_replay_and_soft_delete() {
+    let h = Harness::new(Adapter::Basic, WritesConfig::default()).await;
+
+    // #1: B1 at offset 100.
+    let (mapped, outcomes) = h.write(0, 100, Some(&key("C-1")), Some(B1)).await;
+    assert_eq!(outcomes, [Outcome::Inserted]);
+    assert_eq!(mapped.unknown_fields, ["shoe_size"]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!(d.get_str("name").unwrap(), "Ada");
+    assert_eq!(d.get_i64("age").unwrap(), 36);
+    assert_eq!(d.get_datetime("signup_at").unwrap().timestamp_millis(), 1_673_740_800_000);
+    assert!(d.get_bool("vip").unwrap());
+    assert!(!d.contains_key("shoe_size"));
+    assert_eq!(d.get_str("__STATE__").unwrap(), "PUBLIC");
+    assert_eq!(counter(&d), (100, "offset"));
+    assert_eq!(d.get_datetime("timestamp").unwrap().timestamp_millis(), T0 + 100_000);
+    assert_eq!(d.get_datetime("createdAt").unwrap(), d.get_datetime("updatedAt").unwrap());
+    assert!(d.get_object_id("_id").is_ok());
+    let info = d.get_document("__internal__kafkaInfo").unwrap();
+    assert_eq!(info.get_str("topic").unwrap(), TOPIC);
+    assert_eq!((info.get_i32("partition").unwrap(), info.get_str("offset").unwrap()), (0, "100"));
+    assert_eq!(info.get_document("key").unwrap(), &doc! { "customer_id": "C-1" });
+    let (created, id) = (*d.get_datetime("createdAt").unwrap(), d.get_object_id("_id").unwrap());
+
+    // #2: B2 + shoe_size at 101: merged, createdAt and _id kept.
+    let b2 = r#"{"customer_id":"C-1","name":"Ada L.","age":37,"signup_at":"2023-01-15","vip":"false","shoe_size":44}"#;
+    assert_eq!(h.db2(101, &key("C-1"), Some(b2)).await, [Outcome::Updated]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!(
+        (d.get_str("name").unwrap(), d.get_i64("age").unwrap(), d.get_bool("vip").unwrap()),
+        ("Ada L.", 37, false)
+    );
+    assert_eq!(
+        (*d.get_datetime("createdAt").unwrap(), d.get_object_id("_id").unwrap()),
+        (created, id)
+    );
+    assert_eq!(counter(&d), (101, "offset"));
+
+    // Jump to 105, then #3: offset 103 is stale, nothing changes.
+    assert_eq!(
+        h.db2(105, &key("C-1"), Some(r#"{"customer_id":"C-1","name":"At 105"}"#)).await,
+        [Outcome::Updated]
+    );
+    assert_eq!(
+        h.db2(103, &key("C-1"), Some(r#"{"customer_id":"C-1","name":"Old"}"#)).await,
+        [Outcome::Stale]
+    );
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("name").unwrap(), counter(&d)), ("At 105", (105, "offset")));
+
+    // #4: the same counter re-applies (a replay).
+    assert_eq!(
+        h.db2(105, &key("C-1"), Some(r#"{"customer_id":"C-1","name":"Same"}"#)).await,
+        [Outcome::Updated]
+    );
+    assert_eq!(h.get("C-1").await.unwrap().get_str("name").unwrap(), "Same");
+
+    // #5: soft delete at 106 keeps the data.
+    assert_eq!(h.db2(106, &key("C-1"), None).await, [Outcome::Updated]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("__STATE__").unwrap(), d.get_str("name").unwrap()), ("DELETED", "Same"));
+    assert_eq!(counter(&d), (106, "offset"));
+
+    // #7: deleting a missing document leaves a DELETED marker with the key and counter.
+    assert_eq!(h.db2(107, &key("C-2"), None).await, [Outcome::Inserted]);
+    let marker = h.get("C-2").await.unwrap();
+    assert_eq!(
+        (marker.get_str("__STATE__").unwrap(), counter(&marker)),
+        ("DELETED", (107, "offset"))
+    );
+    assert!(marker.get_datetime("createdAt").is_ok());
+
+    // #10: an older insert over the DELETED document is stale; #9: a newer one resurrects it.
+    assert_eq!(h.db2(104, &key("C-1"), Some(B1)).await, [Outcome::Stale]);
+    assert_eq!(h.get("C-1").await.unwrap().get_str("__STATE__").unwrap(), "DELETED");
+    assert_eq!(h.db2(120, &key("C-1"), Some(B1)).await, [Outcome::Updated]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("__STATE__").unwrap(), d.get_str("name").unwrap()), ("PUBLIC", "Ada"));
+    assert_eq!(
+        (*d.get_datetime("createdAt").unwrap(), d.get_object_id("_id").unwrap()),
+        (created, id)
+    );
+
+    // Another partition's offset is incomparable: applied.
+    assert_eq!(
+        h.write(1, 3, Some(&key("C-1")), Some(r#"{"customer_id":"C-1","name":"P1"}"#)).await.1,
+        [Outcome::Updated]
+    );
+    assert_eq!(h.get("C-1").await.unwrap().get_str("name").unwrap(), "P1");
+    assert_eq!(h.collection().count_documents(doc! {}).await.unwrap(), 2);
+    h.drop().await;
+}
+
+#[tokio::test]
+async fn hard_delete_removes_and_missing_delete_does_nothing() {
+    let writes = WritesConfig {
+        delete_mechanism: rtu_operator::config::DeleteMechanism::Hard,
+        ..WritesConfig::default()
+    };
+    let h = Harness::new(Adapter::Basic, writes).await;
+    assert_eq!(h.db2(100, &key("C-1"), Some(B1)).await, [Outcome::Inserted]);
+    // #6 and #8.
+    assert_eq!(
+        h.db2(99, &key("C-1"), None).await,
+        [Outcome::Deleted { deleted: false }],
+        "stale delete"
+    );
+    assert!(h.get("C-1").await.is_some());
+    assert_eq!(h.db2(106, &key("C-1"), None).await, [Outcome::Deleted { deleted: true }]);
+    assert!(h.get("C-1").await.is_none());
+    assert_eq!(h.db2(107, &key("C-2"), None).await, [Outcome::Deleted { deleted: false }]);
+    assert_eq!(h.collection().count_documents(doc! {}).await.unwrap(), 0);
+    h.drop().await;
+}
+
+#[tokio::test]
+async fn golden_gate_positions_partial_update_and_primary_key_change() {
+    let h = Harness::new(Adapter::GoldenGate { use_pos_as_counter: true }, WritesConfig::default())
+        .await;
+    let hr = &h;
+    let gg = |offset, value: &'static str| async move {
+        hr.write(0, offset, Some("C-1"), Some(value)).await.1
+    };
+    // #19 (G1).
+    let g1 = r#"{"op_type":"I","pos":"00000000020000001000","after":{"customer_id":"C-1","name":"Ada","age":36,"signup_at":"2023-01-15","vip":"true"}}"#;
+    assert_eq!(gg(200, g1).await, [Outcome::Inserted]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!(counter(&d), (20_000_001_000, "position"));
+    assert_eq!(d.get_document("__internal__kafkaInfo").unwrap().get_str("key").unwrap(), "C-1");
+    // #20 (G2): only name changes.
+    let g2 = r#"{"op_type":"U","pos":"00000000020000002000","before":{"customer_id":"C-1","name":"Ada"},"after":{"customer_id":"C-1","name":"Ada L."}}"#;
+    assert_eq!(gg(201, g2).await, [Outcome::Updated]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("name").unwrap(), d.get_i64("age").unwrap()), ("Ada L.", 36));
+    // #22: a lower position is stale even at a higher offset.
+    let g_old = r#"{"op_type":"U","pos":"00000000020000001500","after":{"customer_id":"C-1","name":"Older"}}"#;
+    assert_eq!(gg(250, g_old).await, [Outcome::Stale]);
+    // #21 (G3): PK change C-1 -> C-9: soft delete of C-1 first, then C-9 created.
+    let g3 = r#"{"op_type":"U","pos":"00000000020000003000","before":{"customer_id":"C-1","name":"Ada L."},"after":{"customer_id":"C-9","name":"Ada L.","age":36,"signup_at":"2023-01-15","vip":"true"}}"#;
+    assert_eq!(gg(202, g3).await, [Outcome::Updated, Outcome::Inserted]);
+    let (old, new) = (h.get("C-1").await.unwrap(), h.get("C-9").await.unwrap());
+    assert_eq!(
+        (old.get_str("__STATE__").unwrap(), counter(&old)),
+        ("DELETED", (20_000_003_000, "position"))
+    );
+    assert_eq!(
+        (new.get_str("__STATE__").unwrap(), counter(&new)),
+        ("PUBLIC", (20_000_003_000, "position"))
+    );
+    h.drop().await;
+}
+
+#[tokio::test]
+async fn huge_positions_compare_numerically_as_decimal128() {
+    let h = Harness::new(Adapter::GoldenGate { use_pos_as_counter: true }, WritesConfig::default())
+        .await;
+    let at = |pos: &str| {
+        format!(r#"{{"op_type":"U","pos":"{pos}","after":{{"customer_id":"C-1","name":"{pos}"}}}}"#)
+    };
+    let big = "99999999999999999999"; // > i64::MAX
+    let bigger = "100000000000000000000";
+    assert_eq!(h.write(0, 1, None, Some(&at(big))).await.1, [Outcome::Inserted]);
+    assert!(matches!(
+        h.get("C-1").await.unwrap().get("__internal__counter"),
+        Some(Bson::Decimal128(_))
+    ));
+    assert_eq!(
+        h.write(0, 2, None, Some(&at("5"))).await.1,
+        [Outcome::Stale],
+        "int64 below a Decimal128"
+    );
+    assert_eq!(h.write(0, 3, None, Some(&at(bigger))).await.1, [Outcome::Updated]);
+    assert_eq!(h.get("C-1").await.unwrap().get_str("name").unwrap(), bigger);
+    h.drop().await;
+}
+
+#[tokio::test]
+async fn a_secondary_unique_index_violation_is_a_failure_not_stale() {
+    let h = Harness::new(Adapter::Basic, WritesConfig::default()).await;
+    h.collection()
+        .create_index(
+            mongodb::IndexModel::builder()
+                .keys(doc! { "name": 1 })
+                .options(mongodb::options::IndexOptions::builder().unique(true).build())
+                .build(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        h.db2(1, &key("C-1"), Some(r#"{"customer_id":"C-1","name":"Same"}"#)).await,
+        [Outcome::Inserted]
+    );
+    let outcomes = h.db2(2, &key("C-2"), Some(r#"{"customer_id":"C-2","name":"Same"}"#)).await;
+    assert!(matches!(&outcomes[..], [Outcome::Failed { code: 11000, .. }]), "{outcomes:?}");
+    h.drop().await;
+}
