@@ -1,5 +1,5 @@
 //! The command line of the `rtu` binary and what each subcommand prints. Subcommands are added
-//! as each one works (`operator`, `engine`, `crd` to come).
+//! as each one works (`operator` and `crd` to come).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,6 +22,13 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the consumer engine: ingestion topics to MongoDB projections. SIGTERM or Ctrl-C:
+    /// finish the batch in hand, commit, leave the consumer group, exit 0.
+    Engine {
+        /// The engine config (YAML); see `rtu check`.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
     /// Validate an engine config file and explain every error with its field path.
     Check {
         /// The engine config (YAML).
@@ -35,6 +42,36 @@ impl Cli {
     pub fn run(self) -> ExitCode {
         match self.command {
             Command::Check { config } => check(&config),
+            Command::Engine { config } => engine(&config),
+        }
+    }
+}
+
+fn engine(path: &std::path::Path) -> ExitCode {
+    let config = match EngineConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    crate::telemetry::init_logs(&config.telemetry.log_level);
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let engine = crate::engine::consumer::Engine::connect(config).await?;
+        engine.run(crate::telemetry::shutdown_signal()).await
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "engine failed");
+            ExitCode::FAILURE
         }
     }
 }

@@ -447,3 +447,47 @@ impl EngineConfig {
         if errors.is_empty() { Ok(config) } else { Err(LoadError::Invalid { file, errors }) }
     }
 }
+
+/// A secret that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be read.
+    #[error("{field}: cannot read file {path}: {source}")]
+    ReadFile {
+        /// The config field.
+        field: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The variable is not set (or not UTF-8).
+    #[error("{field}: environment variable {name} is not set")]
+    MissingEnv {
+        /// The config field.
+        field: &'static str,
+        /// The variable.
+        name: String,
+    },
+    /// Neither file nor env was given (refused by `validate`).
+    #[error("{field}: no file or env given")]
+    Unset {
+        /// The config field.
+        field: &'static str,
+    },
+}
+
+impl SecretSource {
+    /// Reads the value; a trailing newline of a file is dropped. `field` names the config field
+    /// in errors (the value itself is never part of an error).
+    pub fn read(&self, field: &'static str) -> Result<String, SecretError> {
+        match (&self.file, &self.env) {
+            (Some(path), _) => std::fs::read_to_string(path)
+                .map(|v| v.trim_end_matches(['\n', '\r']).to_string())
+                .map_err(|source| SecretError::ReadFile { field, path: path.clone(), source }),
+            (None, Some(name)) => std::env::var(name)
+                .map_err(|_| SecretError::MissingEnv { field, name: name.clone() }),
+            (None, None) => Err(SecretError::Unset { field }),
+        }
+    }
+}

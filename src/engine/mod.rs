@@ -3,5 +3,7 @@
 
 pub mod adapter;
 pub mod cast;
+pub mod consumer;
+pub mod kafka;
 pub mod projection;
 pub mod writer;

@@ -1,0 +1,334 @@
+//! The engine's consumption loop (SPEC §5, §6): poll a batch, adapt and map every message,
+//! write the batch per collection, and only then store the offsets librdkafka commits
+//! (periodically, on revocation and on close). Message errors follow the error policy; a
+//! failed MongoDB command is retried with back-off (idempotent thanks to the stale guard).
+//! SIGTERM: finish the batch in hand, commit, leave the group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::time::Duration;
+
+use futures::future::try_join_all;
+use mongodb::bson::DateTime;
+use mongodb::{Client, Database};
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{Message, OwnedMessage};
+use tokio::time::Instant;
+use tracing::{error, info, warn};
+
+use crate::config::{AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError};
+use crate::engine::adapter::{Adapted, Adapter, Record};
+use crate::engine::kafka::consumer_config;
+use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
+use crate::engine::writer::{self, Outcome, WriterError};
+
+/// Why the engine could not start or had to stop.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A secret could not be read.
+    #[error(transparent)]
+    ReadSecret(#[from] SecretError),
+    /// The projections could not be built from the config.
+    #[error("projection config: {0}")]
+    BuildProjection(String),
+    /// The MongoDB client could not be created.
+    #[error("mongodb client: {0}")]
+    ConnectMongo(mongodb::error::Error),
+    /// The primary-key index could not be created.
+    #[error(transparent)]
+    EnsureIndex(WriterError),
+    /// The Kafka consumer could not be created or subscribed.
+    #[error("kafka consumer: {0}")]
+    CreateConsumer(KafkaError),
+    /// The configured error policy is not available in this version.
+    #[error("errorPolicy {0} is not implemented yet; use type: stop")]
+    UnsupportedPolicy(&'static str),
+    /// The final commit at shutdown failed.
+    #[error("final commit: {0}")]
+    CommitOnShutdown(KafkaError),
+}
+
+/// A projection with its adapter.
+struct Target {
+    projection: Projection,
+    adapter: Adapter,
+}
+
+/// A message that failed permanently, for logs and the error policy.
+struct MessageFailure {
+    code: &'static str,
+    reason: String,
+}
+
+/// The engine's state between batches.
+pub struct Engine {
+    config: EngineConfig,
+    db: Database,
+    consumer: StreamConsumer,
+    targets: Vec<Target>,
+    by_topic: HashMap<String, usize>,
+    stopped: bool,
+}
+
+fn adapter_of(config: &AdapterConfig) -> Result<Adapter, EngineError> {
+    Ok(match config.kind {
+        AdapterKind::Basic | AdapterKind::Db2 => Adapter::Basic,
+        AdapterKind::GoldenGate => {
+            Adapter::GoldenGate { use_pos_as_counter: config.use_pos_as_counter }
+        }
+        AdapterKind::Debezium => Adapter::Debezium,
+        AdapterKind::Custom => Adapter::Custom(
+            config
+                .custom
+                .clone()
+                .ok_or_else(|| EngineError::BuildProjection("adapter.custom is missing".into()))?,
+        ),
+    })
+}
+
+impl Engine {
+    /// Connects to MongoDB (creating the primary-key indexes) and subscribes to the topics.
+    pub async fn connect(config: EngineConfig) -> Result<Self, EngineError> {
+        match config.error_policy {
+            ErrorPolicy::Stop => {}
+            ErrorPolicy::PauseTopic => return Err(EngineError::UnsupportedPolicy("pauseTopic")),
+            ErrorPolicy::DeadLetter { .. } => {
+                return Err(EngineError::UnsupportedPolicy("deadLetter"));
+            }
+        }
+        let mut targets = Vec::new();
+        let mut by_topic = HashMap::new();
+        for p in &config.projections {
+            let projection =
+                Projection::new(p, &config.writes).map_err(EngineError::BuildProjection)?;
+            let adapter = adapter_of(p.adapter.as_ref().unwrap_or(&config.adapter))?;
+            for topic in &p.topics {
+                by_topic.insert(topic.clone(), targets.len());
+            }
+            targets.push(Target { projection, adapter });
+        }
+        let uri = config.mongodb.uri.read("mongodb.uri")?;
+        let db = Client::with_uri_str(&uri)
+            .await
+            .map_err(EngineError::ConnectMongo)?
+            .database(&config.mongodb.database);
+        if config.writes.ensure_indexes {
+            for t in &targets {
+                writer::ensure_primary_key_index(&db, &t.projection)
+                    .await
+                    .map_err(EngineError::EnsureIndex)?;
+            }
+        }
+        let consumer: StreamConsumer =
+            consumer_config(&config.kafka, config.tuning.commit_interval_ms)?
+                .create()
+                .map_err(EngineError::CreateConsumer)?;
+        let topics: Vec<&str> = by_topic.keys().map(String::as_str).collect();
+        consumer.subscribe(&topics).map_err(EngineError::CreateConsumer)?;
+        info!(group = %config.kafka.group_id, ?topics, "engine subscribed");
+        Ok(Engine { config, db, consumer, targets, by_topic, stopped: false })
+    }
+
+    /// Consumes until `shutdown` completes, then commits what is done and leaves the group.
+    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+        tokio::pin!(shutdown);
+        loop {
+            let batch = tokio::select! {
+                _ = &mut shutdown => break,
+                batch = self.next_batch() => batch,
+            };
+            if self.stopped {
+                // Stop policy: nothing is processed or stored; keep polling to stay in the group.
+                self.pause_all();
+                continue;
+            }
+            self.process(&batch).await;
+        }
+        info!("shutting down: committing stored offsets and leaving the group");
+        let commit = self.consumer.commit_consumer_state(CommitMode::Sync);
+        match commit {
+            Ok(())
+            | Err(KafkaError::ConsumerCommit(rdkafka::types::RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => return Err(EngineError::CommitOnShutdown(e)),
+        }
+        drop(self.consumer);
+        info!("engine stopped");
+        Ok(())
+    }
+
+    /// Up to `maxBatchMessages` messages, waiting at most `maxBatchWaitMs` after the first.
+    async fn next_batch(&self) -> Vec<OwnedMessage> {
+        let tuning = &self.config.tuning;
+        let mut batch = Vec::new();
+        let first = match self.consumer.recv().await {
+            Ok(m) => m.detach(),
+            Err(e) => {
+                warn!(error = %e, "kafka poll error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                return batch;
+            }
+        };
+        batch.push(first);
+        let deadline = Instant::now() + Duration::from_millis(u64::from(tuning.max_batch_wait_ms));
+        while batch.len() < tuning.max_batch_messages as usize {
+            match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
+                Ok(Ok(m)) => batch.push(m.detach()),
+                Ok(Err(e)) => {
+                    warn!(error = %e, "kafka poll error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Processes one batch to the end: writes (retrying transient failures), then offsets.
+    async fn process(&mut self, batch: &[OwnedMessage]) {
+        let now = DateTime::now();
+        let mut statements: Vec<Vec<(usize, Statement)>> = vec![Vec::new(); self.targets.len()];
+        // Per topic-partition: the first offset that must not be committed (a failure).
+        let mut blocked: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for (i, msg) in batch.iter().enumerate() {
+            let tp = (msg.topic().to_string(), msg.partition());
+            if blocked.contains_key(&tp) {
+                continue;
+            }
+            match self.prepare(msg, now) {
+                Ok(Some((target, stmts))) => {
+                    statements[target].extend(stmts.into_iter().map(|s| (i, s)))
+                }
+                Ok(None) => {}
+                Err(failure) => {
+                    self.fail(msg, &failure);
+                    blocked.insert(tp, msg.offset());
+                }
+            }
+        }
+        let outcomes = self.write_with_retry(&statements).await;
+        for (target, results) in statements.iter().zip(outcomes) {
+            for ((i, _), outcome) in target.iter().zip(results) {
+                if let Outcome::Failed { code, message } = outcome {
+                    let msg = &batch[*i];
+                    let failure = MessageFailure {
+                        code: "UNIQUE_VIOLATION",
+                        reason: format!("code {code}: {message}"),
+                    };
+                    self.fail(msg, &failure);
+                    let tp = (msg.topic().to_string(), msg.partition());
+                    let first = blocked.entry(tp).or_insert(msg.offset());
+                    *first = (*first).min(msg.offset());
+                }
+            }
+        }
+        self.store_offsets(batch, &blocked);
+        if self.stopped {
+            self.pause_all();
+        }
+    }
+
+    /// Adapts and maps one message: its target and statements, or nothing (a skip).
+    fn prepare(
+        &self,
+        msg: &OwnedMessage,
+        now: DateTime,
+    ) -> Result<Option<(usize, Vec<Statement>)>, MessageFailure> {
+        let Some(&target) = self.by_topic.get(msg.topic()) else {
+            return Err(MessageFailure {
+                code: "UNKNOWN_TOPIC",
+                reason: "no projection for this topic".into(),
+            });
+        };
+        let t = &self.targets[target];
+        let record = Record { key: msg.key(), value: msg.payload() };
+        let change = match t.adapter.adapt(record, &t.projection.adapter_key()) {
+            Ok(Adapted::Change(c)) => c,
+            Ok(Adapted::Skip(_)) => return Ok(None),
+            Err(e) => return Err(MessageFailure { code: e.code(), reason: e.to_string() }),
+        };
+        let source = Source {
+            topic: msg.topic().to_string(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+            key: parse_kafka_key(msg.key()),
+        };
+        let mapped = t
+            .projection
+            .map(&change, &source, now)
+            .map_err(|e| MessageFailure { code: e.code(), reason: e.to_string() })?;
+        Ok(Some((target, mapped.statements)))
+    }
+
+    /// Writes every collection's statements concurrently; a failed command is retried with
+    /// back-off (200 ms doubling to 30 s) until it succeeds.
+    async fn write_with_retry(&self, statements: &[Vec<(usize, Statement)>]) -> Vec<Vec<Outcome>> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let writes = self.targets.iter().zip(statements).map(|(t, stmts)| {
+                let stmts: Vec<Statement> = stmts.iter().map(|(_, s)| s.clone()).collect();
+                async move { writer::execute(&self.db, &t.projection, &stmts).await }
+            });
+            match try_join_all(writes).await {
+                Ok(outcomes) => return outcomes,
+                Err(e) => {
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mongodb write failed; retrying the batch");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    }
+
+    /// Applies the error policy to a failed message (logged with where it is).
+    fn fail(&mut self, msg: &OwnedMessage, failure: &MessageFailure) {
+        error!(
+            code = failure.code,
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            reason = %failure.reason,
+            "message failed"
+        );
+        // errorPolicy stop (the only one `connect` accepts for now).
+        if !self.stopped {
+            error!(
+                code = failure.code,
+                "consumer stopped by errorPolicy stop; nothing at or after this offset is committed"
+            );
+        }
+        self.stopped = true;
+    }
+
+    /// Per partition, stores the highest offset below its first failure (librdkafka commits
+    /// offset + 1).
+    fn store_offsets(&self, batch: &[OwnedMessage], blocked: &BTreeMap<(String, i32), i64>) {
+        let mut done: BTreeMap<(&str, i32), i64> = BTreeMap::new();
+        for msg in batch {
+            let tp = (msg.topic().to_string(), msg.partition());
+            if blocked.get(&tp).is_some_and(|first| msg.offset() >= *first) {
+                continue;
+            }
+            let entry = done.entry((msg.topic(), msg.partition())).or_insert(msg.offset());
+            *entry = (*entry).max(msg.offset());
+        }
+        for ((topic, partition), offset) in done {
+            if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
+                // The partition was revoked meanwhile: its next owner replays from the commit.
+                warn!(topic, partition, offset, error = %e, "offset not stored");
+            }
+        }
+    }
+
+    fn pause_all(&self) {
+        match self.consumer.assignment() {
+            Ok(assignment) => {
+                if let Err(e) = self.consumer.pause(&assignment) {
+                    warn!(error = %e, "pausing partitions failed");
+                }
+            }
+            Err(e) => warn!(error = %e, "reading the assignment failed"),
+        }
+    }
+}
