@@ -6,6 +6,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -61,6 +62,16 @@ struct MessageFailure {
     reason: String,
 }
 
+/// A batch adapted and mapped, ready to write.
+struct Prepared {
+    /// Per target: the statements, in message order.
+    statements: Vec<Vec<Statement>>,
+    /// Per target: the batch index of the message each statement comes from.
+    origins: Vec<Vec<usize>>,
+    /// Per topic-partition: the first offset that must not be committed (a failure).
+    blocked: BTreeMap<(String, i32), i64>,
+}
+
 /// The engine's state between batches.
 pub struct Engine {
     config: EngineConfig,
@@ -68,7 +79,8 @@ pub struct Engine {
     consumer: StreamConsumer,
     targets: Vec<Target>,
     by_topic: HashMap<String, usize>,
-    stopped: bool,
+    /// errorPolicy stop has stopped consumption.
+    stopped: AtomicBool,
 }
 
 fn adapter_of(config: &AdapterConfig) -> Result<Adapter, EngineError> {
@@ -127,23 +139,52 @@ impl Engine {
         let topics: Vec<&str> = by_topic.keys().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(EngineError::CreateConsumer)?;
         info!(group = %config.kafka.group_id, ?topics, "engine subscribed");
-        Ok(Engine { config, db, consumer, targets, by_topic, stopped: false })
+        Ok(Engine { config, db, consumer, targets, by_topic, stopped: AtomicBool::new(false) })
     }
 
     /// Consumes until `shutdown` completes, then commits what is done and leaves the group.
-    pub async fn run(mut self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
         tokio::pin!(shutdown);
-        loop {
-            let batch = tokio::select! {
-                _ = &mut shutdown => break,
-                batch = self.next_batch() => batch,
-            };
-            if self.stopped {
+        let mut next = tokio::select! {
+            _ = &mut shutdown => None,
+            batch = self.next_batch() => Some(batch),
+        };
+        while let Some(batch) = next.take() {
+            if self.stopped.load(Ordering::Relaxed) {
                 // Stop policy: nothing is processed or stored; keep polling to stay in the group.
                 self.pause_all();
+                next = tokio::select! {
+                    _ = &mut shutdown => None,
+                    batch = self.next_batch() => Some(batch),
+                };
                 continue;
             }
-            self.process(&batch).await;
+            let prepared = self.prepare_batch(&batch);
+            // Poll the next batch while this one is written; writes stay one batch at a time,
+            // so per-key order holds even with the stale guard off. The batch is finished
+            // (offsets stored) as soon as its write is acknowledged, even when no new message
+            // comes.
+            let poll = async {
+                tokio::select! {
+                    _ = &mut shutdown => None,
+                    batch = self.next_batch() => Some(batch),
+                }
+            };
+            tokio::pin!(poll);
+            let write = self.write_with_retry(&prepared.statements);
+            tokio::pin!(write);
+            let mut polled = None;
+            let outcomes = loop {
+                tokio::select! {
+                    outcomes = &mut write => break outcomes,
+                    batch = &mut poll, if polled.is_none() => polled = Some(batch),
+                }
+            };
+            self.finish_batch(&batch, &prepared.origins, prepared.blocked, outcomes);
+            next = match polled {
+                Some(batch) => batch,
+                None => poll.await,
+            };
         }
         info!("shutting down: committing stored offsets and leaving the group");
         let commit = self.consumer.commit_consumer_state(CommitMode::Sync);
@@ -184,31 +225,46 @@ impl Engine {
         batch
     }
 
-    /// Processes one batch to the end: writes (retrying transient failures), then offsets.
-    async fn process(&mut self, batch: &[OwnedMessage]) {
+    /// Adapts and maps a batch: statements per target; a failing message blocks its partition
+    /// from that offset on.
+    fn prepare_batch(&self, batch: &[OwnedMessage]) -> Prepared {
         let now = DateTime::now();
-        let mut statements: Vec<Vec<(usize, Statement)>> = vec![Vec::new(); self.targets.len()];
-        // Per topic-partition: the first offset that must not be committed (a failure).
-        let mut blocked: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut prepared = Prepared {
+            statements: vec![Vec::new(); self.targets.len()],
+            origins: vec![Vec::new(); self.targets.len()],
+            blocked: BTreeMap::new(),
+        };
         for (i, msg) in batch.iter().enumerate() {
             let tp = (msg.topic().to_string(), msg.partition());
-            if blocked.contains_key(&tp) {
+            if prepared.blocked.contains_key(&tp) {
                 continue;
             }
             match self.prepare(msg, now) {
                 Ok(Some((target, stmts))) => {
-                    statements[target].extend(stmts.into_iter().map(|s| (i, s)))
+                    prepared.origins[target].extend(std::iter::repeat_n(i, stmts.len()));
+                    prepared.statements[target].extend(stmts);
                 }
                 Ok(None) => {}
                 Err(failure) => {
                     self.fail(msg, &failure);
-                    blocked.insert(tp, msg.offset());
+                    prepared.blocked.insert(tp, msg.offset());
                 }
             }
         }
-        let outcomes = self.write_with_retry(&statements).await;
-        for (target, results) in statements.iter().zip(outcomes) {
-            for ((i, _), outcome) in target.iter().zip(results) {
+        prepared
+    }
+
+    /// After the writes: per-statement failures follow the error policy, then offsets are
+    /// stored up to each partition's first failure.
+    fn finish_batch(
+        &self,
+        batch: &[OwnedMessage],
+        origins: &[Vec<usize>],
+        mut blocked: BTreeMap<(String, i32), i64>,
+        outcomes: Vec<Vec<Outcome>>,
+    ) {
+        for (target, results) in origins.iter().zip(outcomes) {
+            for (i, outcome) in target.iter().zip(results) {
                 if let Outcome::Failed { code, message } = outcome {
                     let msg = &batch[*i];
                     let failure = MessageFailure {
@@ -223,7 +279,7 @@ impl Engine {
             }
         }
         self.store_offsets(batch, &blocked);
-        if self.stopped {
+        if self.stopped.load(Ordering::Relaxed) {
             self.pause_all();
         }
     }
@@ -263,12 +319,11 @@ impl Engine {
 
     /// Writes every collection's statements concurrently; a failed command is retried with
     /// back-off (200 ms doubling to 30 s) until it succeeds.
-    async fn write_with_retry(&self, statements: &[Vec<(usize, Statement)>]) -> Vec<Vec<Outcome>> {
+    async fn write_with_retry(&self, statements: &[Vec<Statement>]) -> Vec<Vec<Outcome>> {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let writes = self.targets.iter().zip(statements).map(|(t, stmts)| {
-                let stmts: Vec<Statement> = stmts.iter().map(|(_, s)| s.clone()).collect();
-                async move { writer::execute(&self.db, &t.projection, &stmts).await }
+            let writes = self.targets.iter().zip(statements).map(|(t, stmts)| async move {
+                writer::execute(&self.db, &t.projection, stmts).await
             });
             match try_join_all(writes).await {
                 Ok(outcomes) => return outcomes,
@@ -282,7 +337,7 @@ impl Engine {
     }
 
     /// Applies the error policy to a failed message (logged with where it is).
-    fn fail(&mut self, msg: &OwnedMessage, failure: &MessageFailure) {
+    fn fail(&self, msg: &OwnedMessage, failure: &MessageFailure) {
         error!(
             code = failure.code,
             topic = msg.topic(),
@@ -292,13 +347,12 @@ impl Engine {
             "message failed"
         );
         // errorPolicy stop (the only one `connect` accepts for now).
-        if !self.stopped {
+        if !self.stopped.swap(true, Ordering::Relaxed) {
             error!(
                 code = failure.code,
                 "consumer stopped by errorPolicy stop; nothing at or after this offset is committed"
             );
         }
-        self.stopped = true;
     }
 
     /// Per partition, stores the highest offset below its first failure (librdkafka commits

@@ -214,6 +214,15 @@ async fn engine_writes_projections_and_commits_on_sigterm_then_resumes() {
     produce(&setup.topic, &events).await;
     let mut engine = setup.start("first");
     wait_for(&setup, &expected, "first").await;
+    // Committed while running and idle (every commitIntervalMs), not only at shutdown.
+    eventually(
+        "every partition committed to its end while running",
+        Duration::from_secs(30),
+        || async {
+            setup.offsets(3).iter().all(|(committed, end)| *committed == Some(*end)).then_some(())
+        },
+    )
+    .await;
     let status = signal_and_wait(&mut engine, "TERM");
     assert!(status.success(), "exit after SIGTERM: {status}; log {}", setup.log("first").display());
     for (partition, (committed, end)) in setup.offsets(3).into_iter().enumerate() {

@@ -3,8 +3,8 @@
 //! are skips. Primary-key fields missing from the image are taken from the key object.
 
 use super::{
-    Adapted, AdapterError, ChangeEvent, Image, Op, PrimaryKey, Record, Skip, image, key_object,
-    value_object,
+    Adapted, AdapterError, ChangeEvent, Image, Op, PrimaryKey, Record, Skip, key_object,
+    take_image, value_object,
 };
 use serde_json::Value;
 
@@ -19,8 +19,8 @@ pub(super) fn adapt(record: Record<'_>, pk: &PrimaryKey) -> Result<Adapted, Adap
             Some(_) => return Err(malformed("payload is not an object")),
         };
     }
-    let before = image(&envelope, "before")?;
-    let after = image(&envelope, "after")?;
+    let before = take_image(&mut envelope, "before")?;
+    let after = take_image(&mut envelope, "after")?;
     let op = match envelope.get("op") {
         Some(Value::String(op)) => match op.as_str() {
             "c" | "r" => Op::Insert,
@@ -37,12 +37,11 @@ pub(super) fn adapt(record: Record<'_>, pk: &PrimaryKey) -> Result<Adapted, Adap
         },
         Some(other) => return Err(AdapterError::UnknownOperation(format!("op {other}"))),
     };
-    let data = if op == Op::Delete {
-        before.clone()
-    } else {
-        Some(after.clone().ok_or_else(|| malformed("after is null for a create/read/update"))?)
-    };
-    let key = primary_key(record, pk, data.as_ref())?;
+    if op != Op::Delete && after.is_none() {
+        return Err(malformed("after is null for a create/read/update"));
+    }
+    let data = if op == Op::Delete { before.as_ref() } else { after.as_ref() };
+    let key = primary_key(record, pk, data)?;
     let after = if op == Op::Delete { None } else { after };
     Ok(Adapted::Change(ChangeEvent { op, key, before, after, position: None }))
 }

@@ -2,7 +2,7 @@
 //! `before` / `after` images, and `pos` as the CDC position. The Kafka key is not used.
 
 use super::{
-    Adapted, AdapterError, ChangeEvent, Op, PrimaryKey, Record, Skip, image, parse_position,
+    Adapted, AdapterError, ChangeEvent, Op, PrimaryKey, Record, Skip, parse_position, take_image,
     value_object,
 };
 
@@ -11,7 +11,7 @@ pub(super) fn adapt(
     pk: &PrimaryKey,
     use_pos_as_counter: bool,
 ) -> Result<Adapted, AdapterError> {
-    let Some(value) = value_object(record)? else { return Ok(Adapted::Skip(Skip::Tombstone)) };
+    let Some(mut value) = value_object(record)? else { return Ok(Adapted::Skip(Skip::Tombstone)) };
     let op = match value.get("op_type").and_then(|v| v.as_str()) {
         Some("I") => Op::Insert,
         Some("U") => Op::Update,
@@ -28,8 +28,8 @@ pub(super) fn adapt(
     } else {
         None
     };
-    let before = image(&value, "before")?;
-    let after = image(&value, "after")?;
+    let before = take_image(&mut value, "before")?;
+    let after = take_image(&mut value, "after")?;
     let key = match op {
         Op::Delete => {
             let before = before.as_ref().ok_or_else(|| AdapterError::MissingPrimaryKey {

@@ -210,14 +210,14 @@ fn key_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
     }
 }
 
-/// An image field that must be an object or absent/null.
-fn image(container: &Image, field: &str) -> Result<Option<Image>, AdapterError> {
-    match container.get(field) {
+/// Takes an image field out of its container: an object, or `None` when absent or null.
+fn take_image(container: &mut Image, field: &str) -> Result<Option<Image>, AdapterError> {
+    match container.remove(field) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::Object(map)) => Ok(Some(map.clone())),
+        Some(Value::Object(map)) => Ok(Some(map)),
         Some(other) => Err(AdapterError::MalformedValue(format!(
             "{field:?} is {}, not an object",
-            kind(other)
+            kind(&other)
         ))),
     }
 }

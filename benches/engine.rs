@@ -1,0 +1,296 @@
+//! Engine throughput on the local test servers (run by `scripts/bench-engine.sh`; prints
+//! figures, asserts nothing about time). In one run, on the same Debezium data:
+//! (c) the ceiling: the engine's own statements sent straight to mongod, no Kafka;
+//! (a) the `rtu engine` binary end to end, with its CPU time per message and peak RSS;
+//! (b) a naive consumer: one `update_one` and one synchronous commit per message.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use mongodb::bson::{DateTime, Document, doc};
+use mongodb::{Client, Database};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use rtu_operator::config::{EngineConfig, ProjectionConfig, WritesConfig};
+use rtu_operator::engine::adapter::{Adapted, Adapter, Record};
+use rtu_operator::engine::projection::{Projection, Source, Statement, parse_kafka_key};
+use rtu_operator::engine::writer::{ensure_primary_key_index, execute};
+
+fn var(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: run scripts/bench-engine.sh"))
+}
+
+fn count(name: &str, default: usize) -> usize {
+    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+}
+
+const FIELDS: [(&str, &str, &str); 12] = [
+    ("customer_id", "String", "castToString"),
+    ("name", "String", "castToString"),
+    ("email", "String", "castToString"),
+    ("phone", "String", "castToString"),
+    ("street", "String", "castToString"),
+    ("city", "String", "castToString"),
+    ("country", "String", "castToString"),
+    ("age", "Number", "castToInteger"),
+    ("balance", "Number", "castToFloat"),
+    ("signup_at", "Date", "castToDate"),
+    ("vip", "Boolean", "castStringToBoolean"),
+    ("notes", "String", "castToString"),
+];
+
+/// The `notes` text of step `step` (long enough to make events ~600 B).
+fn notes(step: usize) -> String {
+    format!(
+        "step {step} of the benchmark workload; free text as CRM systems keep it, padded to a realistic row size"
+    )
+}
+
+/// Event `i` of `keys` keys: key `i % keys`, step `i / keys` (0 = create, then updates).
+fn event(i: usize, keys: usize) -> (String, String) {
+    let (k, step) = (i % keys, i / keys);
+    let id = format!("C-{k:06}");
+    let row = format!(
+        r#"{{"customer_id":"{id}","name":"Customer {k} v{step}","email":"customer{k}@example.com","phone":"+39 02 {k:07}","street":"Via Roma {step}","city":"Milano","country":"IT","age":"{}","balance":{}.{:02},"signup_at":"2023-01-15","vip":"{}","notes":"{}"}}"#,
+        20 + (k + step) % 60,
+        k * 3 + step,
+        step % 100,
+        step % 2 == 0,
+        notes(step)
+    );
+    let op = if step == 0 { "c" } else { "u" };
+    let value = format!(
+        r#"{{"before":null,"after":{row},"source":{{"version":"2.5.0.Final","connector":"postgresql","name":"crm","db":"crm","schema":"public","table":"customers","lsn":{i}}},"op":"{op}","ts_ms":{}}}"#,
+        1_700_000_000_000_u64 + i as u64
+    );
+    (format!(r#"{{"customer_id":"{id}"}}"#), value)
+}
+
+fn projection_config(topic: &str) -> ProjectionConfig {
+    let fields: Vec<_> = FIELDS
+        .iter()
+        .map(|(n, t, c)| serde_json::json!({ "name": n, "type": t, "cast": c, "primaryKey": *n == "customer_id", "nullable": *n != "customer_id" }))
+        .collect();
+    serde_json::from_value(
+        serde_json::json!({ "name": "pr_customers", "topics": [topic], "fields": fields }),
+    )
+    .unwrap()
+}
+
+fn kafka() -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", var("RTU_TEST_KAFKA_BOOTSTRAP"));
+    c
+}
+
+async fn produce(topic: &str, events: usize, keys: usize) {
+    let admin: AdminClient<DefaultClientContext> = kafka().create().unwrap();
+    let new = NewTopic::new(topic, 6, TopicReplication::Fixed(1));
+    for r in admin.create_topics(&[new], &AdminOptions::new()).await.unwrap() {
+        r.unwrap();
+    }
+    let producer: FutureProducer = kafka()
+        .set("linger.ms", "20")
+        .set("batch.num.messages", "5000")
+        .set("compression.type", "lz4")
+        .create()
+        .unwrap();
+    let mut pending = futures::stream::iter((0..events).map(|i| {
+        let (k, v) = event(i, keys);
+        let producer = &producer;
+        async move {
+            producer
+                .send(FutureRecord::to(topic).key(&k).payload(&v), Duration::from_secs(60))
+                .await
+                .map_err(|(e, _)| e)
+                .unwrap();
+        }
+    }))
+    .buffer_unordered(10_000);
+    while pending.next().await.is_some() {}
+}
+
+/// The statements the engine would send, computed outside the timing.
+fn statements(projection: &Projection, topic: &str, events: usize, keys: usize) -> Vec<Statement> {
+    let now = DateTime::now();
+    (0..events)
+        .flat_map(|i| {
+            let (k, v) = event(i, keys);
+            let Ok(Adapted::Change(change)) = Adapter::Debezium.adapt(
+                Record { key: Some(k.as_bytes()), value: Some(v.as_bytes()) },
+                &projection.adapter_key(),
+            ) else {
+                panic!("event {i} does not adapt")
+            };
+            let source = Source {
+                topic: topic.into(),
+                partition: (i % 6) as i32,
+                offset: (i / 6) as i64,
+                timestamp_ms: 0,
+                key: parse_kafka_key(Some(k.as_bytes())),
+            };
+            projection.map(&change, &source, now).unwrap().statements
+        })
+        .collect()
+}
+
+async fn ceiling(db: &Database, projection: &Projection, stmts: &[Statement]) -> f64 {
+    ensure_primary_key_index(db, projection).await.unwrap();
+    let start = Instant::now();
+    let chunks: Vec<_> = stmts.chunks(2000).collect();
+    // As many in flight as the engine allows by default (writesInFlight 4).
+    let mut runs =
+        futures::stream::iter(chunks.into_iter().map(|c| execute(db, projection, c))).buffered(4);
+    while let Some(r) = runs.next().await {
+        r.unwrap();
+    }
+    stmts.len() as f64 / start.elapsed().as_secs_f64()
+}
+
+/// (rate, CPU µs per message, peak RSS MiB) of the engine binary.
+async fn engine(
+    dir: &Path,
+    topic: &str,
+    db: &Database,
+    events: usize,
+    keys: usize,
+    final_step: usize,
+) -> (f64, f64, f64) {
+    let config = format!(
+        "systemOfRecord: crm\nkafka: {{ bootstrapServers: '{}', groupId: {topic}-engine }}\nmongodb: {{ uri: {{ env: RTU_TEST_MONGODB_URI }}, database: {} }}\nadapter: {{ type: debezium }}\nprojections: [{}]\ntelemetry: {{ logLevel: warn }}\n",
+        var("RTU_TEST_KAFKA_BOOTSTRAP"),
+        db.name(),
+        serde_json::to_string(&projection_config(topic)).unwrap(),
+    );
+    let path = dir.join("bench-engine.yaml");
+    std::fs::write(&path, config).unwrap();
+    EngineConfig::load(&path).unwrap();
+    let bin = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/release/rtu");
+    let bin = std::env::var("RTU_BIN").map(Into::into).unwrap_or(bin);
+    let mut child = Command::new(bin)
+        .args(["engine", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let coll = db.collection::<Document>("pr_customers");
+    let done = doc! { "notes": notes(final_step) };
+    while coll.estimated_document_count().await.unwrap() == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let start = Instant::now();
+    while coll.count_documents(done.clone()).await.unwrap() < keys as u64 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let rate = events as f64 / start.elapsed().as_secs_f64();
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
+    let hwm_kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap();
+    (rate, ticks / 100.0 * 1e6 / events as f64, hwm_kb / 1024.0)
+}
+
+async fn naive(topic: &str, db: &Database, projection: &Projection, messages: usize) -> f64 {
+    let consumer: StreamConsumer = kafka()
+        .set("group.id", format!("{topic}-naive"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let coll = db.collection::<Document>(&projection.collection);
+    let mut stream = consumer.stream();
+    let mut start = None;
+    for _ in 0..messages {
+        let m = stream.next().await.unwrap().unwrap();
+        start.get_or_insert_with(Instant::now);
+        let record = Record { key: m.key(), value: m.payload() };
+        let Ok(Adapted::Change(change)) =
+            Adapter::Debezium.adapt(record, &projection.adapter_key())
+        else {
+            panic!("adapt")
+        };
+        let source = Source {
+            topic: topic.into(),
+            partition: m.partition(),
+            offset: m.offset(),
+            timestamp_ms: 0,
+            key: parse_kafka_key(m.key()),
+        };
+        for s in projection.map(&change, &source, DateTime::now()).unwrap().statements {
+            if let Statement::Upsert { filter, update } = s {
+                // A stale duplicate key is fine here; only the cost matters.
+                let _ = coll.update_one(filter, update).upsert(true).await;
+            }
+        }
+        consumer.commit_message(&m, CommitMode::Sync).unwrap();
+    }
+    messages as f64 / start.map_or(1.0, |s| s.elapsed().as_secs_f64())
+}
+
+#[tokio::main]
+async fn main() {
+    let events = count("BENCH_EVENTS", 200_000);
+    let keys = count("BENCH_KEYS", 50_000);
+    let naive_messages = count("BENCH_NAIVE_MESSAGES", 5_000);
+    assert!(events.is_multiple_of(keys), "BENCH_EVENTS must be a multiple of BENCH_KEYS");
+    let run = format!("bench-{}-{}", std::process::id(), DateTime::now().timestamp_millis());
+    let topic = format!("{run}-in");
+    let client = Client::with_uri_str(var("RTU_TEST_MONGODB_URI")).await.unwrap();
+    let projection = Projection::new(&projection_config(&topic), &WritesConfig::default()).unwrap();
+    let bytes: usize = (0..100).map(|i| event(i * 997 % events, keys).1.len()).sum::<usize>() / 100;
+    println!(
+        "workload: {events} Debezium events (~{bytes} B, {} fields), {keys} keys, 6 partitions",
+        FIELDS.len()
+    );
+
+    let t = Instant::now();
+    produce(&topic, events, keys).await;
+    println!("produced in {:.1}s", t.elapsed().as_secs_f64());
+
+    let stmts = statements(&projection, &topic, events, keys);
+    let ceiling_db = client.database(&format!("{run}_ceiling").replace('-', "_"));
+    let c = ceiling(&ceiling_db, &projection, &stmts).await;
+    println!("(c) ceiling, statements straight to mongod:   {c:>9.0} msg/s");
+
+    let engine_db = client.database(&format!("{run}_engine").replace('-', "_"));
+    let dir = std::env::temp_dir();
+    let (a, cpu_us, rss) = engine(&dir, &topic, &engine_db, events, keys, events / keys - 1).await;
+    println!("(a) rtu engine, end to end:                   {a:>9.0} msg/s");
+
+    let naive_db = client.database(&format!("{run}_naive").replace('-', "_"));
+    ensure_primary_key_index(&naive_db, &projection).await.unwrap();
+    let b = naive(&topic, &naive_db, &projection, naive_messages).await;
+    println!(
+        "(b) naive consumer (update_one + sync commit): {b:>9.0} msg/s  (first {naive_messages} messages)"
+    );
+
+    println!("(d) engine CPU: {cpu_us:.1} us/message; peak RSS {rss:.0} MiB");
+    println!(
+        "ratios: (a)/(c) = {:.2} (target >= 0.7); (a)/(b) = {:.1} (target >= 10)",
+        a / c,
+        a / b
+    );
+    for db in [ceiling_db, engine_db, naive_db] {
+        db.drop().await.unwrap();
+    }
+}
