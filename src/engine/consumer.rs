@@ -62,11 +62,13 @@ struct MessageFailure {
     reason: String,
 }
 
-/// A batch adapted and mapped, ready to write.
+/// A batch adapted and mapped, ready to write as `targets x writesInFlight` groups: group
+/// `target * writesInFlight + k` holds the statements of target `target` whose primary key
+/// hashes to `k`, in message order.
 struct Prepared {
-    /// Per target: the statements, in message order.
+    /// Per group: the statements.
     statements: Vec<Vec<Statement>>,
-    /// Per target: the batch index of the message each statement comes from.
+    /// Per group: the batch index of the message each statement comes from.
     origins: Vec<Vec<usize>>,
     /// Per topic-partition: the first offset that must not be committed (a failure).
     blocked: BTreeMap<(String, i32), i64>,
@@ -229,9 +231,10 @@ impl Engine {
     /// from that offset on.
     fn prepare_batch(&self, batch: &[OwnedMessage]) -> Prepared {
         let now = DateTime::now();
+        let groups = self.groups_per_target();
         let mut prepared = Prepared {
-            statements: vec![Vec::new(); self.targets.len()],
-            origins: vec![Vec::new(); self.targets.len()],
+            statements: vec![Vec::new(); self.targets.len() * groups],
+            origins: vec![Vec::new(); self.targets.len() * groups],
             blocked: BTreeMap::new(),
         };
         for (i, msg) in batch.iter().enumerate() {
@@ -241,8 +244,12 @@ impl Engine {
             }
             match self.prepare(msg, now) {
                 Ok(Some((target, stmts))) => {
-                    prepared.origins[target].extend(std::iter::repeat_n(i, stmts.len()));
-                    prepared.statements[target].extend(stmts);
+                    for statement in stmts {
+                        let projection = &self.targets[target].projection;
+                        let group = target * groups + projection.group_of(&statement, groups);
+                        prepared.origins[group].push(i);
+                        prepared.statements[group].push(statement);
+                    }
                 }
                 Ok(None) => {}
                 Err(failure) => {
@@ -317,13 +324,20 @@ impl Engine {
         Ok(Some((target, mapped.statements)))
     }
 
-    /// Writes every collection's statements concurrently; a failed command is retried with
-    /// back-off (200 ms doubling to 30 s) until it succeeds.
+    /// Write groups per target: `tuning.writesInFlight`.
+    fn groups_per_target(&self) -> usize {
+        self.config.tuning.writes_in_flight.max(1) as usize
+    }
+
+    /// Writes every group concurrently (statements of one key are in one group, in order); a
+    /// failed command is retried with back-off (200 ms doubling to 30 s) until it succeeds.
     async fn write_with_retry(&self, statements: &[Vec<Statement>]) -> Vec<Vec<Outcome>> {
         let mut backoff = Duration::from_millis(200);
         loop {
-            let writes = self.targets.iter().zip(statements).map(|(t, stmts)| async move {
-                writer::execute(&self.db, &t.projection, stmts).await
+            let groups = self.groups_per_target();
+            let writes = statements.iter().enumerate().map(|(group, stmts)| {
+                let projection = &self.targets[group / groups].projection;
+                async move { writer::execute(&self.db, projection, stmts).await }
             });
             match try_join_all(writes).await {
                 Ok(outcomes) => return outcomes,

@@ -179,6 +179,20 @@ impl Projection {
         )
     }
 
+    /// Which of `groups` write groups a statement belongs to: a hash of its primary-key values,
+    /// so every statement of one key lands in the same group, in order.
+    pub fn group_of(&self, statement: &Statement, groups: usize) -> usize {
+        use std::hash::{Hash, Hasher};
+        let filter = match statement {
+            Statement::Upsert { filter, .. } | Statement::Delete { filter } => filter,
+        };
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        for &i in &self.primary_key {
+            filter.get(&self.fields[i].target).map(ToString::to_string).hash(&mut hasher);
+        }
+        (hasher.finish() % groups.max(1) as u64) as usize
+    }
+
     /// The primary-key target names, in order (the unique index the engine relies on).
     pub fn primary_key_targets(&self) -> Vec<&str> {
         self.primary_key.iter().map(|&i| self.fields[i].target.as_str()).collect()
@@ -509,6 +523,28 @@ mod tests {
         assert_eq!(guarded.get_str("customer_id").unwrap(), "C-1");
         assert_eq!(guarded.get_array("$or").unwrap().len(), 5, "{guarded}");
         assert_eq!(filter(&off), doc! { "customer_id": "C-1" });
+    }
+
+    #[test]
+    fn a_keys_statements_share_a_write_group_and_keys_spread() {
+        let p = projection(WritesConfig::default(), false);
+        let group = |id: &str, offset: i64, delete: bool| {
+            let mut change = upsert(json!({ "customer_id": id, "name": "x" }));
+            if delete {
+                change.op = Op::Delete;
+                change.after = None;
+            }
+            let source = Source { offset, ..source() };
+            let mapped = p.map(&change, &source, DateTime::now()).unwrap();
+            p.group_of(&mapped.statements[0], 4)
+        };
+        for id in ["C-1", "C-2", "C-3"] {
+            let g = group(id, 1, false);
+            assert_eq!((group(id, 99, false), group(id, 100, true)), (g, g), "{id}");
+        }
+        let used: std::collections::BTreeSet<usize> =
+            (0..100).map(|k| group(&format!("C-{k}"), 1, false)).collect();
+        assert_eq!(used.len(), 4, "100 keys should use all 4 groups: {used:?}");
     }
 
     #[test]

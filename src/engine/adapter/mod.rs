@@ -181,33 +181,28 @@ impl Adapter {
     }
 }
 
-/// Bytes that are absent or empty count as null.
-fn present(bytes: Option<&[u8]>) -> Option<&[u8]> {
-    bytes.filter(|b| !b.is_empty())
-}
-
-/// The record value as a JSON object, `None` when null.
-fn value_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
-    let Some(bytes) = present(record.value) else { return Ok(None) };
+/// Bytes that are absent or empty count as null; others must be a JSON object, else `error`
+/// says why.
+fn json_object(
+    bytes: Option<&[u8]>,
+    error: fn(String) -> AdapterError,
+) -> Result<Option<Image>, AdapterError> {
+    let Some(bytes) = bytes.filter(|b| !b.is_empty()) else { return Ok(None) };
     match serde_json::from_slice::<Value>(bytes) {
         Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(other) => {
-            Err(AdapterError::MalformedValue(format!("not a JSON object: {}", kind(&other))))
-        }
-        Err(e) => Err(AdapterError::MalformedValue(format!("not JSON: {e}"))),
+        Ok(other) => Err(error(format!("not a JSON object: {}", kind(&other)))),
+        Err(e) => Err(error(format!("not JSON: {e}"))),
     }
+}
+
+/// The record value as a JSON object, `None` when null or empty.
+fn value_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
+    json_object(record.value, AdapterError::MalformedValue)
 }
 
 /// The record key as a JSON object, `None` when null or empty.
 fn key_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
-    let Some(bytes) = present(record.key) else { return Ok(None) };
-    match serde_json::from_slice::<Value>(bytes) {
-        Ok(Value::Object(map)) => Ok(Some(map)),
-        Ok(other) => {
-            Err(AdapterError::MalformedKey(format!("not a JSON object: {}", kind(&other))))
-        }
-        Err(e) => Err(AdapterError::MalformedKey(format!("not JSON: {e}"))),
-    }
+    json_object(record.key, AdapterError::MalformedKey)
 }
 
 /// Takes an image field out of its container: an object, or `None` when absent or null.
