@@ -37,6 +37,9 @@ pub fn client_config(kafka: &KafkaConfig) -> Result<ClientConfig, SecretError> {
     Ok(config)
 }
 
+/// Prefetch limit per partition, in KiB (a default; `kafka.config` may override it).
+const PREFETCH_KEY: &str = "queued.max.messages.kbytes";
+
 /// The consumer's settings: at least once, offsets stored by the engine after the write of a
 /// message is acknowledged and committed by librdkafka every `commit_interval_ms` (and on
 /// revocation and close).
@@ -56,5 +59,44 @@ pub fn consumer_config(
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", commit_interval_ms.to_string())
         .set("partition.assignment.strategy", "cooperative-sticky");
+    // librdkafka prefetches up to 64 MiB per partition by default; a batch needs far less.
+    if !kafka.config.contains_key(PREFETCH_KEY) {
+        config.set(PREFETCH_KEY, "8192");
+    }
     Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::KafkaConfig;
+
+    fn kafka(config: &[(&str, &str)]) -> KafkaConfig {
+        serde_json::from_value(serde_json::json!({
+            "bootstrapServers": "b:9092",
+            "groupId": "g",
+            "config": config.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect::<std::collections::BTreeMap<_, _>>(),
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn consumer_settings_keep_offsets_under_engine_control() {
+        let c = consumer_config(&kafka(&[("session.timeout.ms", "30000")]), 250).unwrap();
+        for (key, value) in [
+            ("bootstrap.servers", "b:9092"),
+            ("group.id", "g"),
+            ("enable.auto.commit", "true"),
+            ("enable.auto.offset.store", "false"),
+            ("auto.commit.interval.ms", "250"),
+            ("partition.assignment.strategy", "cooperative-sticky"),
+            ("security.protocol", "plaintext"),
+            ("session.timeout.ms", "30000"),
+            (PREFETCH_KEY, "8192"),
+        ] {
+            assert_eq!(c.get(key), Some(value), "{key}");
+        }
+        let c = consumer_config(&kafka(&[(PREFETCH_KEY, "1024")]), 250).unwrap();
+        assert_eq!(c.get(PREFETCH_KEY), Some("1024"), "the user's value wins for a default");
+    }
 }
