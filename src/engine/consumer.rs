@@ -147,18 +147,12 @@ impl Engine {
     /// Consumes until `shutdown` completes, then commits what is done and leaves the group.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
         tokio::pin!(shutdown);
-        let mut next = tokio::select! {
-            _ = &mut shutdown => None,
-            batch = self.next_batch() => Some(batch),
-        };
+        let mut next = self.next_or_shutdown(shutdown.as_mut()).await;
         while let Some(batch) = next.take() {
             if self.stopped.load(Ordering::Relaxed) {
                 // Stop policy: nothing is processed or stored; keep polling to stay in the group.
                 self.pause_all();
-                next = tokio::select! {
-                    _ = &mut shutdown => None,
-                    batch = self.next_batch() => Some(batch),
-                };
+                next = self.next_or_shutdown(shutdown.as_mut()).await;
                 continue;
             }
             let prepared = self.prepare_batch(&batch);
@@ -166,12 +160,7 @@ impl Engine {
             // so per-key order holds even with the stale guard off. The batch is finished
             // (offsets stored) as soon as its write is acknowledged, even when no new message
             // comes.
-            let poll = async {
-                tokio::select! {
-                    _ = &mut shutdown => None,
-                    batch = self.next_batch() => Some(batch),
-                }
-            };
+            let poll = self.next_or_shutdown(shutdown.as_mut());
             tokio::pin!(poll);
             let write = self.write_with_retry(&prepared.statements);
             tokio::pin!(write);
@@ -198,6 +187,17 @@ impl Engine {
         drop(self.consumer);
         info!("engine stopped");
         Ok(())
+    }
+
+    /// The next batch, or `None` once `shutdown` completes.
+    async fn next_or_shutdown(
+        &self,
+        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> Option<Vec<OwnedMessage>> {
+        tokio::select! {
+            _ = shutdown => None,
+            batch = self.next_batch() => Some(batch),
+        }
     }
 
     /// Up to `maxBatchMessages` messages, waiting at most `maxBatchWaitMs` after the first.
