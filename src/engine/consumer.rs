@@ -12,7 +12,10 @@ use std::time::Duration;
 use futures::future::try_join_all;
 use mongodb::bson::DateTime;
 use mongodb::{Client, Database};
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::time::Instant;
@@ -62,6 +65,29 @@ struct MessageFailure {
     reason: String,
 }
 
+/// Logs every partition assignment and revocation (cooperative rebalances move a few partitions
+/// at a time, so each change is worth a line).
+pub struct RebalanceLog;
+
+impl ClientContext for RebalanceLog {}
+
+impl ConsumerContext for RebalanceLog {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let names = |list: &rdkafka::TopicPartitionList| {
+            list.elements()
+                .iter()
+                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        match rebalance {
+            Rebalance::Assign(list) => info!(partitions = %names(list), "partitions assigned"),
+            Rebalance::Revoke(list) => info!(partitions = %names(list), "partitions revoked"),
+            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+        }
+    }
+}
+
 /// A batch adapted and mapped, ready to write as `targets x writesInFlight` groups: group
 /// `target * writesInFlight + k` holds the statements of target `target` whose primary key
 /// hashes to `k`, in message order.
@@ -78,7 +104,7 @@ struct Prepared {
 pub struct Engine {
     config: EngineConfig,
     db: Database,
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<RebalanceLog>,
     targets: Vec<Target>,
     by_topic: HashMap<String, usize>,
     /// errorPolicy stop has stopped consumption.
@@ -134,9 +160,9 @@ impl Engine {
                     .map_err(EngineError::EnsureIndex)?;
             }
         }
-        let consumer: StreamConsumer =
+        let consumer: StreamConsumer<RebalanceLog> =
             consumer_config(&config.kafka, config.tuning.commit_interval_ms)?
-                .create()
+                .create_with_context(RebalanceLog)
                 .map_err(EngineError::CreateConsumer)?;
         let topics: Vec<&str> = by_topic.keys().map(String::as_str).collect();
         consumer.subscribe(&topics).map_err(EngineError::CreateConsumer)?;

@@ -300,3 +300,50 @@ async fn error_policy_stop_keeps_the_process_and_commits_before_the_bad_message(
     assert_eq!(setup.offsets(1)[0].0, Some(5), "nothing at or after the bad message is committed");
     setup.finish().await;
 }
+
+/// The partitions a worker owns at the end of its log (assignments minus revocations).
+fn owned_partitions(log: &std::path::Path) -> std::collections::BTreeSet<String> {
+    let mut owned = std::collections::BTreeSet::new();
+    for line in std::fs::read_to_string(log).unwrap_or_default().lines() {
+        let Ok(entry) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        let fields = &entry["fields"];
+        let partitions =
+            fields["partitions"].as_str().unwrap_or_default().split(',').filter(|p| !p.is_empty());
+        match fields["message"].as_str() {
+            Some("partitions assigned") => owned.extend(partitions.map(str::to_string)),
+            Some("partitions revoked") => partitions.for_each(|p| {
+                owned.remove(p);
+            }),
+            _ => {}
+        }
+    }
+    owned
+}
+
+#[tokio::test]
+async fn two_workers_in_one_group_split_the_partitions() {
+    let setup = Setup::new("engine-two", 6, 100).await;
+    let mut a = setup.start("worker-a");
+    let mut b = setup.start("worker-b");
+    let all: std::collections::BTreeSet<String> =
+        (0..6).map(|p| format!("{}[{p}]", setup.topic)).collect();
+    eventually("the two workers to split the 6 partitions", Duration::from_secs(60), || async {
+        let (owned_a, owned_b) =
+            (owned_partitions(&setup.log("worker-a")), owned_partitions(&setup.log("worker-b")));
+        let split = !owned_a.is_empty() && !owned_b.is_empty() && owned_a.is_disjoint(&owned_b);
+        (split
+            && owned_a.union(&owned_b).cloned().collect::<std::collections::BTreeSet<_>>() == all)
+            .then_some(())
+    })
+    .await;
+    let (events, expected) = workload(60, 10);
+    produce(&setup.topic, &events).await;
+    wait_for(&setup, &expected, "worker-a").await;
+    eventually("every partition committed to its end", Duration::from_secs(30), || async {
+        setup.offsets(6).iter().all(|(committed, end)| *committed == Some(*end)).then_some(())
+    })
+    .await;
+    assert!(signal_and_wait(&mut a, "TERM").success());
+    assert!(signal_and_wait(&mut b, "TERM").success());
+    setup.finish().await;
+}
