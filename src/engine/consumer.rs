@@ -22,7 +22,7 @@ use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError};
-use crate::engine::adapter::{Adapted, Adapter, Record};
+use crate::engine::adapter::{Adapted, Adapter, PrimaryKey, Record};
 use crate::engine::kafka::consumer_config;
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use crate::engine::writer::{self, Outcome, WriterError};
@@ -57,6 +57,8 @@ pub enum EngineError {
 struct Target {
     projection: Projection,
     adapter: Adapter,
+    /// The primary key as the adapter reads it (built once, not per message).
+    key: PrimaryKey,
 }
 
 /// A message that failed permanently, for logs and the error policy.
@@ -146,7 +148,8 @@ impl Engine {
             for topic in &p.topics {
                 by_topic.insert(topic.clone(), targets.len());
             }
-            targets.push(Target { projection, adapter });
+            let key = projection.adapter_key();
+            targets.push(Target { projection, adapter, key });
         }
         let uri = config.mongodb.uri.read("mongodb.uri")?;
         let db = Client::with_uri_str(&uri)
@@ -331,7 +334,7 @@ impl Engine {
         };
         let t = &self.targets[target];
         let record = Record { key: msg.key(), value: msg.payload() };
-        let change = match t.adapter.adapt(record, &t.projection.adapter_key()) {
+        let change = match t.adapter.adapt(record, &t.key) {
             Ok(Adapted::Change(c)) => c,
             Ok(Adapted::Skip(_)) => return Ok(None),
             Err(e) => return Err(MessageFailure { code: e.code(), reason: e.to_string() }),

@@ -2,6 +2,8 @@
 //! metadata of every write, upsert or soft/hard delete, the primary-key change, and the stale
 //! guard, which lives inside each statement's filter so that two writers cannot race.
 
+use std::collections::HashMap;
+
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, doc};
 use serde_json::Value;
 
@@ -26,6 +28,8 @@ pub struct Projection {
     /// Its collection.
     pub collection: String,
     fields: Vec<Field>,
+    /// Source name -> index into `fields`.
+    by_source: HashMap<String, usize>,
     /// Indexes into `fields` of the primary key, in order.
     primary_key: Vec<usize>,
     writes: WritesConfig,
@@ -160,10 +164,12 @@ impl Projection {
         if primary_key.is_empty() {
             return Err(format!("projection {:?} has no primary-key field", config.name));
         }
+        let by_source = fields.iter().enumerate().map(|(i, f)| (f.source.clone(), i)).collect();
         Ok(Projection {
             name: config.name.clone(),
             collection: config.collection.clone().unwrap_or_else(|| config.name.clone()),
             fields,
+            by_source,
             primary_key,
             writes: writes.clone(),
         })
@@ -249,7 +255,7 @@ impl Projection {
     fn mapped_fields(&self, image: &Image, mapped: &mut Mapped) -> Result<Document, WriteError> {
         let mut set = Document::new();
         for (name, value) in image {
-            let Some(field) = self.fields.iter().find(|f| &f.source == name) else {
+            let Some(field) = self.by_source.get(name).map(|&i| &self.fields[i]) else {
                 mapped.unknown_fields.push(name.clone());
                 continue;
             };
