@@ -295,3 +295,31 @@ async fn a_secondary_unique_index_violation_is_a_failure_not_stale() {
     assert!(matches!(&outcomes[..], [Outcome::Failed { code: 11000, .. }]), "{outcomes:?}");
     h.drop().await;
 }
+
+#[tokio::test]
+async fn custom_mapping_upserts_with_position_and_deletes() {
+    let mapping = serde_json::from_value(json!({
+        "operation": { "pointer": "/event", "values": {
+            "ROW_INSERT": "insert", "ROW_UPSERT": "upsert", "ROW_UPDATE": "update", "ROW_DELETE": "delete" } },
+        "after": "/row",
+        "key": "after",
+        "position": "/seq",
+    }))
+    .unwrap();
+    let h = Harness::new(Adapter::Custom(mapping), WritesConfig::default()).await;
+    // SPEC §10 #33 (C1): upsert with position 88123, only the given field.
+    let c1 = r#"{"event":"ROW_UPSERT","row":{"customer_id":"C-1","name":"Ada"},"seq":88123}"#;
+    assert_eq!(h.write(0, 10, None, Some(c1)).await.1, [Outcome::Inserted]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("name").unwrap(), counter(&d)), ("Ada", (88123, "position")));
+    assert!(!d.contains_key("age"));
+    // An older position is stale; C2 deletes (soft) at a newer one.
+    let old = r#"{"event":"ROW_UPDATE","row":{"customer_id":"C-1","name":"Old"},"seq":88000}"#;
+    assert_eq!(h.write(0, 11, None, Some(old)).await.1, [Outcome::Stale]);
+    let c2 = r#"{"event":"ROW_DELETE","row":{"customer_id":"C-1"},"seq":88124}"#;
+    assert_eq!(h.write(0, 12, None, Some(c2)).await.1, [Outcome::Updated]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("__STATE__").unwrap(), d.get_str("name").unwrap()), ("DELETED", "Ada"));
+    assert_eq!(counter(&d), (88124, "position"));
+    h.drop().await;
+}
