@@ -67,7 +67,7 @@ telemetry:
         Setup { dir, config, topic, group, db }
     }
 
-    fn start(&self, run: &str) -> Child {
+    fn start(&self, run: &str) -> Engine {
         let log = std::fs::File::create(self.log(run)).unwrap();
         Command::new(env!("CARGO_BIN_EXE_rtu"))
             .args(["engine", "--config"])
@@ -77,6 +77,7 @@ telemetry:
             .stderr(log)
             .stdin(Stdio::null())
             .spawn()
+            .map(Engine)
             .unwrap()
     }
 
@@ -133,11 +134,24 @@ telemetry:
     }
 }
 
+/// An engine process, killed if a test ends (or fails) without stopping it.
+struct Engine(Child);
+
+impl Drop for Engine {
+    fn drop(&mut self) {
+        if self.0.try_wait().ok().flatten().is_none() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
 /// customer_id -> (name, age, __STATE__).
 type Documents = BTreeMap<String, (String, i64, String)>;
 
 /// Sends SIGTERM (or SIGKILL) and waits for the exit status (at most 60 s).
-fn signal_and_wait(child: &mut Child, signal: &str) -> std::process::ExitStatus {
+fn signal_and_wait(engine: &mut Engine, signal: &str) -> std::process::ExitStatus {
+    let child = &mut engine.0;
     let status = Command::new("kill")
         .arg(format!("-{signal}"))
         .arg(child.id().to_string())
@@ -284,7 +298,7 @@ async fn error_policy_stop_keeps_the_process_and_commits_before_the_bad_message(
     .await;
     let docs = setup.documents().await;
     assert_eq!(docs.keys().cloned().collect::<Vec<_>>(), ["A-0", "A-1", "A-2", "A-3", "A-4"]);
-    assert!(engine.try_wait().unwrap().is_none(), "the engine exited on a message error");
+    assert!(engine.0.try_wait().unwrap().is_none(), "the engine exited on a message error");
     let log = std::fs::read_to_string(setup.log("stop")).unwrap();
     let failure =
         log.lines().find(|l| l.contains("message failed")).expect("a 'message failed' log line");
