@@ -35,7 +35,7 @@ const ENGINE_OWNED_KAFKA_KEYS: [&str; 12] = [
     "partition.assignment.strategy",
 ];
 
-/// Collects errors under a path prefix.
+/// The broken rules found so far, each with its full field path.
 struct Errors(Vec<ConfigError>);
 
 impl Errors {
