@@ -22,6 +22,10 @@ pub use validate::ConfigError;
 pub struct EngineConfig {
     /// The System of Record's name (the `source` of pr-update events), e.g. `crm`.
     pub system_of_record: String,
+    /// The Real-Time Updater this worker belongs to (logs, the `rtu-dlq-rtu` dead-letter header);
+    /// the consumer group when absent.
+    #[serde(default)]
+    pub name: Option<String>,
     /// How to reach Kafka and consume the ingestion topics.
     pub kafka: KafkaConfig,
     /// Where the projections live.
@@ -343,6 +347,10 @@ pub struct Tuning {
     /// Longest time between offset commits, in ms.
     #[serde(default = "Tuning::default_commit_interval_ms")]
     pub commit_interval_ms: u32,
+    /// How long MongoDB (or the dead-letter topic) may fail before `/readyz` reports not ready,
+    /// in ms; the engine keeps retrying meanwhile.
+    #[serde(default = "Tuning::default_unhealthy_after_ms")]
+    pub unhealthy_after_ms: u32,
 }
 
 impl Tuning {
@@ -358,6 +366,9 @@ impl Tuning {
     fn default_commit_interval_ms() -> u32 {
         1000
     }
+    fn default_unhealthy_after_ms() -> u32 {
+        60_000
+    }
 }
 
 impl Default for Tuning {
@@ -367,6 +378,7 @@ impl Default for Tuning {
             max_batch_wait_ms: Self::default_max_batch_wait_ms(),
             writes_in_flight: Self::default_writes_in_flight(),
             commit_interval_ms: Self::default_commit_interval_ms(),
+            unhealthy_after_ms: Self::default_unhealthy_after_ms(),
         }
     }
 }
@@ -375,17 +387,29 @@ impl Default for Tuning {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Telemetry {
-    /// Port of `/healthz`, `/readyz` and `/metrics`.
+    /// Address `/healthz`, `/readyz` and `/metrics` listen on.
+    #[serde(default = "Telemetry::default_host")]
+    pub host: String,
+    /// Port of `/healthz`, `/readyz` and `/metrics` (0: any free port, logged at start).
     #[serde(default = "Telemetry::default_port")]
     pub port: u16,
+    /// How often consumer lag and committed offsets are refreshed from librdkafka, in ms.
+    #[serde(default = "Telemetry::default_lag_interval_ms")]
+    pub lag_interval_ms: u32,
     /// Log filter, e.g. `info` or `info,rtu_operator=debug`.
     #[serde(default = "Telemetry::default_log_level")]
     pub log_level: String,
 }
 
 impl Telemetry {
+    fn default_host() -> String {
+        "0.0.0.0".to_string()
+    }
     fn default_port() -> u16 {
         9464
+    }
+    fn default_lag_interval_ms() -> u32 {
+        5000
     }
     fn default_log_level() -> String {
         "info".to_string()
@@ -394,7 +418,12 @@ impl Telemetry {
 
 impl Default for Telemetry {
     fn default() -> Self {
-        Telemetry { port: Self::default_port(), log_level: Self::default_log_level() }
+        Telemetry {
+            host: Self::default_host(),
+            port: Self::default_port(),
+            lag_interval_ms: Self::default_lag_interval_ms(),
+            log_level: Self::default_log_level(),
+        }
     }
 }
 

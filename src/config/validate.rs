@@ -20,7 +20,7 @@ pub struct ConfigError {
 }
 
 /// librdkafka properties the engine sets itself; a pass-through value would break it.
-const ENGINE_OWNED_KAFKA_KEYS: [&str; 12] = [
+const ENGINE_OWNED_KAFKA_KEYS: [&str; 15] = [
     "bootstrap.servers",
     "group.id",
     "enable.auto.commit",
@@ -33,6 +33,9 @@ const ENGINE_OWNED_KAFKA_KEYS: [&str; 12] = [
     "sasl.password",
     "ssl.ca.location",
     "partition.assignment.strategy",
+    "statistics.interval.ms",
+    "acks",
+    "enable.idempotence",
 ];
 
 /// The broken rules found so far, each with its full field path.
@@ -69,7 +72,22 @@ impl EngineConfig {
             }
         }
         tuning(&mut errors, &self.tuning);
+        self.validate_telemetry(&mut errors);
         errors.0
+    }
+
+    fn validate_telemetry(&self, errors: &mut Errors) {
+        let t = &self.telemetry;
+        if t.host.parse::<std::net::IpAddr>().is_err() {
+            errors
+                .add("telemetry.host", format!("{:?} is not an IP address (e.g. 0.0.0.0)", t.host));
+        }
+        if !(100..=600_000).contains(&t.lag_interval_ms) {
+            errors.add(
+                "telemetry.lagIntervalMs",
+                format!("{} is outside 100..=600000", t.lag_interval_ms),
+            );
+        }
     }
 
     fn validate_kafka(&self, errors: &mut Errors) {
@@ -284,6 +302,7 @@ fn tuning(errors: &mut Errors, t: &Tuning) {
         ("maxBatchWaitMs", t.max_batch_wait_ms, 1, 60_000),
         ("writesInFlight", t.writes_in_flight, 1, 64),
         ("commitIntervalMs", t.commit_interval_ms, 100, 600_000),
+        ("unhealthyAfterMs", t.unhealthy_after_ms, 100, 3_600_000),
     ];
     for (field, value, min, max) in ranges {
         if !(min..=max).contains(&value) {

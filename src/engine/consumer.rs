@@ -1,31 +1,34 @@
 //! The engine's consumption loop (SPEC §5, §6): poll a batch, adapt and map every message,
-//! write the batch per collection, and only then store the offsets librdkafka commits
-//! (periodically, on revocation and on close). Message errors follow the error policy; a
-//! failed MongoDB command is retried with back-off (idempotent thanks to the stale guard).
-//! SIGTERM: finish the batch in hand, commit, leave the group.
+//! write the batch per collection, apply the error policy to the messages that failed, and
+//! only then store the offsets librdkafka commits (periodically, on revocation and on close).
+//! A failed MongoDB command is retried with back-off (idempotent thanks to the stale guard);
+//! readiness and metrics are kept in [`Telemetry`]. SIGTERM: finish the batch in hand (or give
+//! up a retry), commit, leave the group.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::future::try_join_all;
-use mongodb::bson::DateTime;
+use mongodb::bson::{DateTime, doc};
 use mongodb::{Client, Database};
-use rdkafka::client::ClientContext;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::TopicPartitionList;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
 use crate::config::{AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError};
-use crate::engine::adapter::{Adapted, Adapter, PrimaryKey, Record};
+use crate::engine::adapter::{Adapted, Adapter, PrimaryKey, Record, Skip};
+use crate::engine::context::{EngineContext, Halts};
+use crate::engine::dead_letter::{self, DeadLetter, DeadLetterError};
 use crate::engine::kafka::consumer_config;
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
-use crate::engine::writer::{self, Outcome, WriterError};
+use crate::engine::telemetry::{BatchCounts, KindLabel, ReasonLabel, Telemetry, TelemetryError};
+use crate::engine::writer::{self, Outcome};
 
 /// Why the engine could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -39,15 +42,15 @@ pub enum EngineError {
     /// The MongoDB client could not be created.
     #[error("mongodb client: {0}")]
     ConnectMongo(mongodb::error::Error),
-    /// The primary-key index could not be created.
-    #[error(transparent)]
-    EnsureIndex(WriterError),
     /// The Kafka consumer could not be created or subscribed.
     #[error("kafka consumer: {0}")]
     CreateConsumer(KafkaError),
-    /// The configured error policy is not available in this version.
-    #[error("errorPolicy {0} is not implemented yet; use type: stop")]
-    UnsupportedPolicy(&'static str),
+    /// The dead-letter producer could not be created.
+    #[error(transparent)]
+    CreateDeadLetter(DeadLetterError),
+    /// The health and metrics server could not start.
+    #[error(transparent)]
+    ServeTelemetry(#[from] TelemetryError),
     /// The final commit at shutdown failed.
     #[error("final commit: {0}")]
     CommitOnShutdown(KafkaError),
@@ -55,6 +58,8 @@ pub enum EngineError {
 
 /// A projection with its adapter.
 struct Target {
+    /// The projection's name (metrics, dead-letter headers).
+    name: String,
     projection: Projection,
     adapter: Adapter,
     /// The primary key as the adapter reads it (built once, not per message).
@@ -63,29 +68,38 @@ struct Target {
 
 /// A message that failed permanently, for logs and the error policy.
 struct MessageFailure {
+    /// The batch index of the message.
+    index: usize,
+    /// Its projection (`None` when its topic has none).
+    target: Option<usize>,
     code: &'static str,
     reason: String,
 }
 
-/// Logs every partition assignment and revocation (cooperative rebalances move a few partitions
-/// at a time, so each change is worth a line).
-pub struct RebalanceLog;
+/// What became of one message of a batch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Fate {
+    /// Its partition is halted by the error policy: not processed, not stored.
+    Halted,
+    /// A format-defined skip (tombstone, truncate).
+    Skipped,
+    /// Written; `applied` once a statement changed (or removed) a document, else stale.
+    Written { applied: bool },
+    /// Failed, then handled by the error policy.
+    Failed,
+    /// Failed, then produced to the dead-letter topic.
+    DeadLettered,
+}
 
-impl ClientContext for RebalanceLog {}
-
-impl ConsumerContext for RebalanceLog {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let names = |list: &rdkafka::TopicPartitionList| {
-            list.elements()
-                .iter()
-                .map(|e| format!("{}[{}]", e.topic(), e.partition()))
-                .collect::<Vec<_>>()
-                .join(",")
-        };
-        match rebalance {
-            Rebalance::Assign(list) => info!(partitions = %names(list), "partitions assigned"),
-            Rebalance::Revoke(list) => info!(partitions = %names(list), "partitions revoked"),
-            Rebalance::Error(e) => warn!(error = %e, "rebalance error"),
+impl Fate {
+    fn label(self) -> Option<&'static str> {
+        match self {
+            Fate::Halted => None,
+            Fate::Skipped => Some("skipped"),
+            Fate::Written { applied: true } => Some("applied"),
+            Fate::Written { applied: false } => Some("stale"),
+            Fate::Failed => Some("failed"),
+            Fate::DeadLettered => Some("dead_lettered"),
         }
     }
 }
@@ -98,19 +112,30 @@ struct Prepared {
     statements: Vec<Vec<Statement>>,
     /// Per group: the batch index of the message each statement comes from.
     origins: Vec<Vec<usize>>,
-    /// Per topic-partition: the first offset that must not be committed (a failure).
+    /// Per topic-partition: the first offset that must not be stored (a failure under
+    /// `stop` / `pauseTopic`).
     blocked: BTreeMap<(String, i32), i64>,
+    /// Per message: its target (if any) and fate.
+    targets: Vec<Option<usize>>,
+    fates: Vec<Fate>,
+    /// Messages that failed, in batch order.
+    failures: Vec<MessageFailure>,
+    counts: BatchCounts,
 }
 
 /// The engine's state between batches.
 pub struct Engine {
     config: EngineConfig,
     db: Database,
-    consumer: StreamConsumer<RebalanceLog>,
+    consumer: StreamConsumer<EngineContext>,
     targets: Vec<Target>,
     by_topic: HashMap<String, usize>,
-    /// errorPolicy stop has stopped consumption.
-    stopped: AtomicBool,
+    telemetry: Arc<Telemetry>,
+    halts: Arc<Halts>,
+    dead_letter: Option<DeadLetter>,
+    /// Turns true once shutdown is asked for.
+    shutdown: watch::Receiver<bool>,
+    shutdown_tx: watch::Sender<bool>,
 }
 
 fn adapter_of(config: &AdapterConfig) -> Result<Adapter, EngineError> {
@@ -129,16 +154,21 @@ fn adapter_of(config: &AdapterConfig) -> Result<Adapter, EngineError> {
     })
 }
 
+fn skip_reason(skip: Skip) -> &'static str {
+    match skip {
+        Skip::Tombstone => "tombstone",
+        Skip::Truncate => "truncate",
+        Skip::NullValue => "null_value",
+    }
+}
+
 impl Engine {
-    /// Connects to MongoDB (creating the primary-key indexes) and subscribes to the topics.
+    /// Starts the health and metrics server, builds the projections and creates the MongoDB
+    /// client and the Kafka clients. Nothing is consumed before [`Engine::run`].
     pub async fn connect(config: EngineConfig) -> Result<Self, EngineError> {
-        match config.error_policy {
-            ErrorPolicy::Stop => {}
-            ErrorPolicy::PauseTopic => return Err(EngineError::UnsupportedPolicy("pauseTopic")),
-            ErrorPolicy::DeadLetter { .. } => {
-                return Err(EngineError::UnsupportedPolicy("deadLetter"));
-            }
-        }
+        let telemetry =
+            Telemetry::new(Duration::from_millis(u64::from(config.tuning.unhealthy_after_ms)));
+        telemetry.serve(&config.telemetry.host, config.telemetry.port).await?;
         let mut targets = Vec::new();
         let mut by_topic = HashMap::new();
         for p in &config.projections {
@@ -149,62 +179,63 @@ impl Engine {
                 by_topic.insert(topic.clone(), targets.len());
             }
             let key = projection.adapter_key();
-            targets.push(Target { projection, adapter, key });
+            targets.push(Target { name: p.name.clone(), projection, adapter, key });
         }
         let uri = config.mongodb.uri.read("mongodb.uri")?;
         let db = Client::with_uri_str(&uri)
             .await
             .map_err(EngineError::ConnectMongo)?
             .database(&config.mongodb.database);
-        if config.writes.ensure_indexes {
-            for t in &targets {
-                writer::ensure_primary_key_index(&db, &t.projection)
-                    .await
-                    .map_err(EngineError::EnsureIndex)?;
+        let halts = Arc::new(Halts::default());
+        let context =
+            EngineContext { telemetry: Arc::clone(&telemetry), halts: Arc::clone(&halts) };
+        let consumer: StreamConsumer<EngineContext> = consumer_config(
+            &config.kafka,
+            config.tuning.commit_interval_ms,
+            config.telemetry.lag_interval_ms,
+        )?
+        .create_with_context(context)
+        .map_err(EngineError::CreateConsumer)?;
+        let dead_letter = match &config.error_policy {
+            ErrorPolicy::DeadLetter { topic } => {
+                let rtu = config.name.as_deref().unwrap_or(&config.kafka.group_id);
+                Some(
+                    DeadLetter::new(&config.kafka, topic, rtu)
+                        .map_err(EngineError::CreateDeadLetter)?,
+                )
             }
-        }
-        let consumer: StreamConsumer<RebalanceLog> =
-            consumer_config(&config.kafka, config.tuning.commit_interval_ms)?
-                .create_with_context(RebalanceLog)
-                .map_err(EngineError::CreateConsumer)?;
-        let topics: Vec<&str> = by_topic.keys().map(String::as_str).collect();
-        consumer.subscribe(&topics).map_err(EngineError::CreateConsumer)?;
-        info!(group = %config.kafka.group_id, ?topics, "engine subscribed");
-        Ok(Engine { config, db, consumer, targets, by_topic, stopped: AtomicBool::new(false) })
+            _ => None,
+        };
+        let (shutdown_tx, shutdown) = watch::channel(false);
+        Ok(Engine {
+            config,
+            db,
+            consumer,
+            targets,
+            by_topic,
+            telemetry,
+            halts,
+            dead_letter,
+            shutdown,
+            shutdown_tx,
+        })
     }
 
-    /// Consumes until `shutdown` completes, then commits what is done and leaves the group.
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<(), EngineError> {
-        tokio::pin!(shutdown);
-        let mut next = self.next_or_shutdown(shutdown.as_mut()).await;
-        while let Some(batch) = next.take() {
-            if self.stopped.load(Ordering::Relaxed) {
-                // Stop policy: nothing is processed or stored; keep polling to stay in the group.
-                self.pause_all();
-                next = self.next_or_shutdown(shutdown.as_mut()).await;
-                continue;
-            }
-            let prepared = self.prepare_batch(&batch);
-            // Poll the next batch while this one is written; writes stay one batch at a time,
-            // so per-key order holds even with the stale guard off. The batch is finished
-            // (offsets stored) as soon as its write is acknowledged, even when no new message
-            // comes.
-            let poll = self.next_or_shutdown(shutdown.as_mut());
-            tokio::pin!(poll);
-            let write = self.write_with_retry(&prepared.statements);
-            tokio::pin!(write);
-            let mut polled = None;
-            let outcomes = loop {
-                tokio::select! {
-                    outcomes = &mut write => break outcomes,
-                    batch = &mut poll, if polled.is_none() => polled = Some(batch),
-                }
-            };
-            self.finish_batch(&batch, &prepared.origins, prepared.blocked, outcomes);
-            next = match polled {
-                Some(batch) => batch,
-                None => poll.await,
-            };
+    /// Ensures the primary-key indexes, subscribes and consumes until `shutdown` completes,
+    /// then commits what is done and leaves the group.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), EngineError> {
+        let tx = self.shutdown_tx.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            let _ = tx.send(true);
+        });
+        tokio::spawn(ping_mongodb(self.db.clone(), Arc::clone(&self.telemetry), self.ping_every()));
+        if self.ensure_indexes().await {
+            self.subscribe()?;
+            self.consume().await;
         }
         info!("shutting down: committing stored offsets and leaving the group");
         let commit = self.consumer.commit_consumer_state(CommitMode::Sync);
@@ -218,13 +249,98 @@ impl Engine {
         Ok(())
     }
 
-    /// The next batch, or `None` once `shutdown` completes.
-    async fn next_or_shutdown(
-        &self,
-        shutdown: std::pin::Pin<&mut impl Future<Output = ()>>,
-    ) -> Option<Vec<OwnedMessage>> {
+    fn ping_every(&self) -> Duration {
+        let half = u64::from(self.config.tuning.unhealthy_after_ms / 2).max(50);
+        Duration::from_millis(half.min(5000))
+    }
+
+    /// Creates (or finds) every primary-key unique index, retrying with back-off while
+    /// MongoDB refuses; false when shutdown came first.
+    async fn ensure_indexes(&self) -> bool {
+        if !self.config.writes.ensure_indexes {
+            return true;
+        }
+        for t in &self.targets {
+            let mut backoff = Duration::from_millis(200);
+            loop {
+                match writer::ensure_primary_key_index(&self.db, &t.projection).await {
+                    Ok(()) => {
+                        self.telemetry.health.recovered("mongodb indexes");
+                        break;
+                    }
+                    Err(e) => {
+                        self.telemetry.health.failing("mongodb indexes");
+                        error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot ensure the primary-key index; not consuming until it exists");
+                        if !self.sleep_unless_shutdown(backoff).await {
+                            return false;
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(30));
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    fn subscribe(&self) -> Result<(), EngineError> {
+        let topics: Vec<&str> = self.by_topic.keys().map(String::as_str).collect();
+        self.consumer.subscribe(&topics).map_err(EngineError::CreateConsumer)?;
+        info!(group = %self.config.kafka.group_id, ?topics, policy = ?self.config.error_policy, "engine subscribed");
+        Ok(())
+    }
+
+    /// Sleeps `d`; false when shutdown was asked for meanwhile.
+    async fn sleep_unless_shutdown(&self, d: Duration) -> bool {
+        let mut shutdown = self.shutdown.clone();
         tokio::select! {
-            _ = shutdown => None,
+            _ = shutdown.wait_for(|stop| *stop) => false,
+            _ = tokio::time::sleep(d) => true,
+        }
+    }
+
+    /// The poll / write loop, until shutdown.
+    async fn consume(&self) {
+        let mut next = self.next_or_shutdown().await;
+        while let Some(batch) = next.take() {
+            if self.halts.is_stopped() {
+                // Stop policy: nothing is processed or stored; keep polling to stay in the group.
+                self.pause_all();
+                next = self.next_or_shutdown().await;
+                continue;
+            }
+            self.telemetry.metrics.batch_messages.observe(batch.len() as f64);
+            let prepared = self.prepare_batch(&batch);
+            // Poll the next batch while this one is written; writes stay one batch at a time,
+            // so per-key order holds even with the stale guard off. The batch is finished
+            // (offsets stored) as soon as its write is acknowledged, even when no new message
+            // comes.
+            let poll = self.next_or_shutdown();
+            tokio::pin!(poll);
+            let work = self.write_and_finish(&batch, prepared);
+            tokio::pin!(work);
+            let mut polled = None;
+            let finished = loop {
+                tokio::select! {
+                    finished = &mut work => break finished,
+                    batch = &mut poll, if polled.is_none() => polled = Some(batch),
+                }
+            };
+            if !finished {
+                // Shutdown during a retry: the batch stays uncommitted for the next owner.
+                return;
+            }
+            next = match polled {
+                Some(batch) => batch,
+                None => poll.await,
+            };
+        }
+    }
+
+    /// The next batch, or `None` once shutdown is asked for.
+    async fn next_or_shutdown(&self) -> Option<Vec<OwnedMessage>> {
+        let mut shutdown = self.shutdown.clone();
+        tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => None,
             batch = self.next_batch() => Some(batch),
         }
     }
@@ -236,7 +352,7 @@ impl Engine {
         let first = match self.consumer.recv().await {
             Ok(m) => m.detach(),
             Err(e) => {
-                warn!(error = %e, "kafka poll error");
+                self.poll_error(&e);
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 return batch;
             }
@@ -247,7 +363,7 @@ impl Engine {
             match tokio::time::timeout_at(deadline, self.consumer.recv()).await {
                 Ok(Ok(m)) => batch.push(m.detach()),
                 Ok(Err(e)) => {
-                    warn!(error = %e, "kafka poll error");
+                    self.poll_error(&e);
                     break;
                 }
                 Err(_) => break,
@@ -256,23 +372,42 @@ impl Engine {
         batch
     }
 
-    /// Adapts and maps a batch: statements per target; a failing message blocks its partition
-    /// from that offset on.
+    fn poll_error(&self, e: &KafkaError) {
+        warn!(error = %e, "kafka poll error");
+        self.telemetry
+            .metrics
+            .transient_retries
+            .get_or_create(&KindLabel { kind: "kafka_poll" })
+            .inc();
+    }
+
+    /// Adapts and maps a batch: statements per target. Under `stop` / `pauseTopic` a failing
+    /// message blocks its partition from that offset on.
     fn prepare_batch(&self, batch: &[OwnedMessage]) -> Prepared {
         let now = DateTime::now();
         let groups = self.groups_per_target();
+        let halted = self.halts.halted();
+        let dead_letter = self.dead_letter.is_some();
         let mut prepared = Prepared {
             statements: vec![Vec::new(); self.targets.len() * groups],
             origins: vec![Vec::new(); self.targets.len() * groups],
             blocked: BTreeMap::new(),
+            targets: vec![None; batch.len()],
+            fates: vec![Fate::Halted; batch.len()],
+            failures: Vec::new(),
+            counts: BatchCounts::default(),
         };
         for (i, msg) in batch.iter().enumerate() {
             let tp = (msg.topic().to_string(), msg.partition());
-            if prepared.blocked.contains_key(&tp) {
+            if halted.contains(&tp) || prepared.blocked.contains_key(&tp) {
                 continue;
             }
-            match self.prepare(msg, now) {
-                Ok(Some((target, stmts))) => {
+            let target = self.by_topic.get(msg.topic()).copied();
+            prepared.targets[i] = target;
+            match self.prepare(msg, target, now, &mut prepared.counts) {
+                Ok(Ok(stmts)) => {
+                    prepared.fates[i] = Fate::Written { applied: false };
+                    let Some(target) = target else { continue };
                     for statement in stmts {
                         let projection = &self.targets[target].projection;
                         let group = target * groups + projection.group_of(&statement, groups);
@@ -280,64 +415,40 @@ impl Engine {
                         prepared.statements[group].push(statement);
                     }
                 }
-                Ok(None) => {}
-                Err(failure) => {
-                    self.fail(msg, &failure);
-                    prepared.blocked.insert(tp, msg.offset());
+                Ok(Err(skip)) => {
+                    prepared.fates[i] = Fate::Skipped;
+                    *prepared.counts.skipped.entry(skip_reason(skip)).or_default() += 1;
+                }
+                Err((code, reason)) => {
+                    prepared.fates[i] = Fate::Failed;
+                    prepared.failures.push(MessageFailure { index: i, target, code, reason });
+                    if !dead_letter {
+                        prepared.blocked.insert(tp, msg.offset());
+                    }
                 }
             }
         }
         prepared
     }
 
-    /// After the writes: per-statement failures follow the error policy, then offsets are
-    /// stored up to each partition's first failure.
-    fn finish_batch(
-        &self,
-        batch: &[OwnedMessage],
-        origins: &[Vec<usize>],
-        mut blocked: BTreeMap<(String, i32), i64>,
-        outcomes: Vec<Vec<Outcome>>,
-    ) {
-        for (target, results) in origins.iter().zip(outcomes) {
-            for (i, outcome) in target.iter().zip(results) {
-                if let Outcome::Failed { code, message } = outcome {
-                    let msg = &batch[*i];
-                    let failure = MessageFailure {
-                        code: "UNIQUE_VIOLATION",
-                        reason: format!("code {code}: {message}"),
-                    };
-                    self.fail(msg, &failure);
-                    let tp = (msg.topic().to_string(), msg.partition());
-                    let first = blocked.entry(tp).or_insert(msg.offset());
-                    *first = (*first).min(msg.offset());
-                }
-            }
-        }
-        self.store_offsets(batch, &blocked);
-        if self.stopped.load(Ordering::Relaxed) {
-            self.pause_all();
-        }
-    }
-
-    /// Adapts and maps one message: its target and statements, or nothing (a skip).
+    /// Adapts and maps one message: its statements, a skip, or a failure (code, reason).
+    #[allow(clippy::type_complexity)]
     fn prepare(
         &self,
         msg: &OwnedMessage,
+        target: Option<usize>,
         now: DateTime,
-    ) -> Result<Option<(usize, Vec<Statement>)>, MessageFailure> {
-        let Some(&target) = self.by_topic.get(msg.topic()) else {
-            return Err(MessageFailure {
-                code: "UNKNOWN_TOPIC",
-                reason: "no projection for this topic".into(),
-            });
+        counts: &mut BatchCounts,
+    ) -> Result<Result<Vec<Statement>, Skip>, (&'static str, String)> {
+        let Some(target) = target else {
+            return Err(("UNKNOWN_TOPIC", "no projection for this topic".into()));
         };
         let t = &self.targets[target];
         let record = Record { key: msg.key(), value: msg.payload() };
         let change = match t.adapter.adapt(record, &t.key) {
             Ok(Adapted::Change(c)) => c,
-            Ok(Adapted::Skip(_)) => return Ok(None),
-            Err(e) => return Err(MessageFailure { code: e.code(), reason: e.to_string() }),
+            Ok(Adapted::Skip(skip)) => return Ok(Err(skip)),
+            Err(e) => return Err((e.code(), e.to_string())),
         };
         let source = Source {
             topic: msg.topic().to_string(),
@@ -346,11 +457,209 @@ impl Engine {
             timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
             key: parse_kafka_key(msg.key()),
         };
-        let mapped = t
-            .projection
-            .map(&change, &source, now)
-            .map_err(|e| MessageFailure { code: e.code(), reason: e.to_string() })?;
-        Ok(Some((target, mapped.statements)))
+        let mapped =
+            t.projection.map(&change, &source, now).map_err(|e| (e.code(), e.to_string()))?;
+        for field in mapped.unknown_fields {
+            *counts.unknown_fields.entry((t.name.clone(), field)).or_default() += 1;
+        }
+        for field in mapped.uncastable_fields {
+            *counts.uncastable_fields.entry((t.name.clone(), field)).or_default() += 1;
+        }
+        Ok(Ok(mapped.statements))
+    }
+
+    /// Writes the batch, applies the error policy to what failed, stores the offsets and
+    /// publishes the batch's metrics; false when shutdown interrupted a retry.
+    async fn write_and_finish(&self, batch: &[OwnedMessage], mut prepared: Prepared) -> bool {
+        let Some(outcomes) = self.write_with_retry(&prepared.statements).await else {
+            return false;
+        };
+        self.collect_outcomes(batch, &mut prepared, outcomes);
+        if !self.apply_policy(batch, &mut prepared).await {
+            return false;
+        }
+        self.store_offsets(batch, &prepared);
+        let Prepared { targets, fates, mut counts, .. } = prepared;
+        for ((msg, target), fate) in batch.iter().zip(targets).zip(fates) {
+            if let Some(outcome) = fate.label() {
+                let projection = target.map(|t| self.targets[t].name.clone()).unwrap_or_default();
+                *counts
+                    .messages
+                    .entry((msg.topic().to_string(), projection, outcome))
+                    .or_default() += 1;
+            }
+        }
+        counts.publish(&self.telemetry.metrics);
+        true
+    }
+
+    /// Per statement: the message's fate, the write counters, and the failures (which, under
+    /// `stop` / `pauseTopic`, block their partition).
+    fn collect_outcomes(
+        &self,
+        batch: &[OwnedMessage],
+        prepared: &mut Prepared,
+        outcomes: Vec<Vec<Outcome>>,
+    ) {
+        let groups = self.groups_per_target();
+        let dead_letter = self.dead_letter.is_some();
+        for (group, results) in outcomes.into_iter().enumerate() {
+            let target = group / groups;
+            for (&i, outcome) in prepared.origins[group].iter().zip(results) {
+                let op = match outcome {
+                    Outcome::Inserted => "insert",
+                    Outcome::Updated => "update",
+                    Outcome::Deleted { deleted: true } => "delete",
+                    Outcome::Deleted { deleted: false } | Outcome::Stale => continue,
+                    Outcome::Failed { code, message } => {
+                        let msg = &batch[i];
+                        if prepared.fates[i] == Fate::Failed {
+                            continue; // a message's second statement: one failure is enough
+                        }
+                        prepared.fates[i] = Fate::Failed;
+                        prepared.failures.push(MessageFailure {
+                            index: i,
+                            target: Some(target),
+                            code: "UNIQUE_VIOLATION",
+                            reason: format!("code {code}: {message}"),
+                        });
+                        if !dead_letter {
+                            let tp = (msg.topic().to_string(), msg.partition());
+                            let first = prepared.blocked.entry(tp).or_insert(msg.offset());
+                            *first = (*first).min(msg.offset());
+                        }
+                        continue;
+                    }
+                };
+                if let Fate::Written { applied } = &mut prepared.fates[i] {
+                    *applied = true;
+                }
+                let name = self.targets[target].name.clone();
+                *prepared.counts.writes.entry((name, op)).or_default() += 1;
+            }
+        }
+        prepared.failures.sort_by_key(|f| f.index);
+    }
+
+    /// Logs every failure and applies the error policy (SPEC §6); false when shutdown
+    /// interrupted a dead-letter retry.
+    async fn apply_policy(&self, batch: &[OwnedMessage], prepared: &mut Prepared) -> bool {
+        let failures = std::mem::take(&mut prepared.failures);
+        for failure in &failures {
+            let msg = &batch[failure.index];
+            error!(
+                code = failure.code,
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                reason = %failure.reason,
+                "message failed"
+            );
+            match &self.config.error_policy {
+                ErrorPolicy::Stop => self.stop(failure.code),
+                ErrorPolicy::PauseTopic => self.pause_topic(msg.topic(), failure.code),
+                ErrorPolicy::DeadLetter { .. } => match self.dead_letter(msg, failure).await {
+                    Some(Ok(())) => prepared.fates[failure.index] = Fate::DeadLettered,
+                    Some(Err(e)) => {
+                        error!(error = %e, code = failure.code, topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-letter topic refused the record; falling back to errorPolicy stop");
+                        let tp = (msg.topic().to_string(), msg.partition());
+                        let first = prepared.blocked.entry(tp).or_insert(msg.offset());
+                        *first = (*first).min(msg.offset());
+                        self.stop(failure.code);
+                    }
+                    None => return false,
+                },
+            }
+        }
+        true
+    }
+
+    /// Produces a failed message to the dead-letter topic; `None` when shutdown came first.
+    async fn dead_letter(
+        &self,
+        msg: &OwnedMessage,
+        failure: &MessageFailure,
+    ) -> Option<Result<(), DeadLetterError>> {
+        let dlq = self.dead_letter.as_ref()?;
+        let projection = failure.target.map(|t| self.targets[t].name.as_str()).unwrap_or_default();
+        let record =
+            dead_letter::Failure { code: failure.code, reason: &failure.reason, projection };
+        let health = &self.telemetry.health;
+        let retries = self
+            .telemetry
+            .metrics
+            .transient_retries
+            .get_or_create_owned(&KindLabel { kind: "dead_letter" });
+        let send = dlq.send(msg, &record, |_| {
+            health.failing("dead-letter topic");
+            retries.inc();
+        });
+        let mut shutdown = self.shutdown.clone();
+        let result = tokio::select! {
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+            result = send => result,
+        };
+        health.recovered("dead-letter topic");
+        if result.is_ok() {
+            info!(
+                code = failure.code,
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                dead_letter_topic = dlq.topic(),
+                "message dead-lettered"
+            );
+        }
+        Some(result)
+    }
+
+    /// `errorPolicy: stop`: nothing more is processed; the process stays alive, not ready.
+    fn stop(&self, code: &'static str) {
+        if self.halts.stop() {
+            error!(
+                code,
+                "consumer stopped by errorPolicy stop; nothing at or after this offset is committed"
+            );
+            self.telemetry.health.set_stopped(code);
+            self.telemetry
+                .metrics
+                .stopped
+                .get_or_create(&ReasonLabel { reason: code.to_string() })
+                .set(1);
+        }
+        self.pause_all();
+    }
+
+    /// `errorPolicy: pauseTopic`: the topic's partitions owned here stop; others go on.
+    fn pause_topic(&self, topic: &str, code: &'static str) {
+        let owned: Vec<(String, i32)> = match self.consumer.assignment() {
+            Ok(assignment) => assignment
+                .elements()
+                .iter()
+                .filter(|e| e.topic() == topic)
+                .map(|e| (e.topic().to_string(), e.partition()))
+                .collect(),
+            Err(e) => {
+                warn!(error = %e, "reading the assignment failed");
+                Vec::new()
+            }
+        };
+        let mut list = TopicPartitionList::new();
+        for (t, p) in &owned {
+            list.add_partition(t, *p);
+        }
+        if let Err(e) = self.consumer.pause(&list) {
+            warn!(topic, error = %e, "pausing the topic failed; its messages are dropped unstored");
+        }
+        drop(list);
+        self.halts.halt(owned);
+        let paused = self.telemetry.health.set_paused(topic);
+        self.telemetry.metrics.paused_topics.set(paused as i64);
+        error!(
+            topic,
+            code,
+            "topic paused by errorPolicy pauseTopic; its other partitions' owners and other topics go on"
+        );
     }
 
     /// Write groups per target: `tuning.writesInFlight`.
@@ -359,55 +668,63 @@ impl Engine {
     }
 
     /// Writes every group concurrently (statements of one key are in one group, in order); a
-    /// failed command is retried with back-off (200 ms doubling to 30 s) until it succeeds.
-    async fn write_with_retry(&self, statements: &[Vec<Statement>]) -> Vec<Vec<Outcome>> {
+    /// failed command is retried with back-off (200 ms doubling to 30 s) until it succeeds or
+    /// shutdown is asked for (`None`).
+    async fn write_with_retry(&self, statements: &[Vec<Statement>]) -> Option<Vec<Vec<Outcome>>> {
         let mut backoff = Duration::from_millis(200);
+        let metrics = &self.telemetry.metrics;
         loop {
             let groups = self.groups_per_target();
             let writes = statements.iter().enumerate().map(|(group, stmts)| {
                 let projection = &self.targets[group / groups].projection;
-                async move { writer::execute(&self.db, projection, stmts).await }
+                async move {
+                    if stmts.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let started = Instant::now();
+                    let outcomes = writer::execute(&self.db, projection, stmts).await;
+                    metrics.write_duration.observe(started.elapsed().as_secs_f64());
+                    outcomes
+                }
             });
             match try_join_all(writes).await {
-                Ok(outcomes) => return outcomes,
+                Ok(outcomes) => {
+                    self.telemetry.health.recovered("mongodb writes");
+                    return Some(outcomes);
+                }
                 Err(e) => {
+                    self.telemetry.health.failing("mongodb writes");
+                    metrics
+                        .transient_retries
+                        .get_or_create(&KindLabel { kind: "mongodb_write" })
+                        .inc();
                     warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mongodb write failed; retrying the batch");
-                    tokio::time::sleep(backoff).await;
+                    if !self.sleep_unless_shutdown(backoff).await {
+                        return None;
+                    }
                     backoff = (backoff * 2).min(Duration::from_secs(30));
                 }
             }
         }
     }
 
-    /// Applies the error policy to a failed message (logged with where it is).
-    fn fail(&self, msg: &OwnedMessage, failure: &MessageFailure) {
-        error!(
-            code = failure.code,
-            topic = msg.topic(),
-            partition = msg.partition(),
-            offset = msg.offset(),
-            reason = %failure.reason,
-            "message failed"
-        );
-        // errorPolicy stop (the only one `connect` accepts for now).
-        if !self.stopped.swap(true, Ordering::Relaxed) {
-            error!(
-                code = failure.code,
-                "consumer stopped by errorPolicy stop; nothing at or after this offset is committed"
-            );
-        }
-    }
-
-    /// Per partition, stores the highest offset below its first failure (librdkafka commits
-    /// offset + 1).
-    fn store_offsets(&self, batch: &[OwnedMessage], blocked: &BTreeMap<(String, i32), i64>) {
+    /// Per partition, stores the highest processed offset below its first blocked one
+    /// (librdkafka commits offset + 1). Halted messages are never stored.
+    fn store_offsets(&self, batch: &[OwnedMessage], prepared: &Prepared) {
         let mut done: BTreeMap<(&str, i32), i64> = BTreeMap::new();
-        for msg in batch {
-            let tp = (msg.topic().to_string(), msg.partition());
-            if blocked.get(&tp).is_some_and(|first| msg.offset() >= *first) {
+        let mut skipped: BTreeSet<(&str, i32)> = BTreeSet::new();
+        for (msg, fate) in batch.iter().zip(&prepared.fates) {
+            let tp = (msg.topic(), msg.partition());
+            let blocked = prepared
+                .blocked
+                .get(&(msg.topic().to_string(), msg.partition()))
+                .is_some_and(|first| msg.offset() >= *first);
+            if blocked || *fate == Fate::Halted || skipped.contains(&tp) {
+                // Nothing of this partition after an unstored message may be stored.
+                skipped.insert(tp);
                 continue;
             }
-            let entry = done.entry((msg.topic(), msg.partition())).or_insert(msg.offset());
+            let entry = done.entry(tp).or_insert(msg.offset());
             *entry = (*entry).max(msg.offset());
         }
         for ((topic, partition), offset) in done {
@@ -427,5 +744,22 @@ impl Engine {
             }
             Err(e) => warn!(error = %e, "reading the assignment failed"),
         }
+    }
+}
+
+/// Pings MongoDB every `every` (each ping bounded by `every` too) so `/readyz` reflects an
+/// outage even while no message arrives.
+async fn ping_mongodb(db: Database, telemetry: Arc<Telemetry>, every: Duration) {
+    let health = &telemetry.health;
+    loop {
+        match tokio::time::timeout(every, db.run_command(doc! { "ping": 1 })).await {
+            Ok(Ok(_)) => health.recovered("mongodb"),
+            Ok(Err(e)) => {
+                warn!(error = %e, "mongodb ping failed");
+                health.failing("mongodb");
+            }
+            Err(_) => health.failing("mongodb"),
+        }
+        tokio::time::sleep(every).await;
     }
 }

@@ -42,10 +42,11 @@ const PREFETCH_KEY: &str = "queued.max.messages.kbytes";
 
 /// The consumer's settings: at least once, offsets stored by the engine after the write of a
 /// message is acknowledged and committed by librdkafka every `commit_interval_ms` (and on
-/// revocation and close).
+/// revocation and close); statistics (lag, committed offsets) every `stats_interval_ms`.
 pub fn consumer_config(
     kafka: &KafkaConfig,
     commit_interval_ms: u32,
+    stats_interval_ms: u32,
 ) -> Result<ClientConfig, SecretError> {
     let mut config = client_config(kafka)?;
     let reset = match kafka.auto_offset_reset {
@@ -58,11 +59,20 @@ pub fn consumer_config(
         .set("enable.auto.commit", "true")
         .set("enable.auto.offset.store", "false")
         .set("auto.commit.interval.ms", commit_interval_ms.to_string())
-        .set("partition.assignment.strategy", "cooperative-sticky");
+        .set("partition.assignment.strategy", "cooperative-sticky")
+        .set("statistics.interval.ms", stats_interval_ms.to_string());
     // librdkafka prefetches up to 64 MiB per partition by default; a batch needs far less.
     if !kafka.config.contains_key(PREFETCH_KEY) {
         config.set(PREFETCH_KEY, "8192");
     }
+    Ok(config)
+}
+
+/// The dead-letter producer's settings: every record acknowledged by all in-sync replicas, no
+/// duplicates from the producer's own retries.
+pub fn producer_config(kafka: &KafkaConfig) -> Result<ClientConfig, SecretError> {
+    let mut config = client_config(kafka)?;
+    config.set("acks", "all").set("enable.idempotence", "true");
     Ok(config)
 }
 
@@ -82,7 +92,7 @@ mod tests {
 
     #[test]
     fn consumer_settings_keep_offsets_under_engine_control() {
-        let c = consumer_config(&kafka(&[("session.timeout.ms", "30000")]), 250).unwrap();
+        let c = consumer_config(&kafka(&[("session.timeout.ms", "30000")]), 250, 5000).unwrap();
         for (key, value) in [
             ("bootstrap.servers", "b:9092"),
             ("group.id", "g"),
@@ -92,11 +102,20 @@ mod tests {
             ("partition.assignment.strategy", "cooperative-sticky"),
             ("security.protocol", "plaintext"),
             ("session.timeout.ms", "30000"),
+            ("statistics.interval.ms", "5000"),
             (PREFETCH_KEY, "8192"),
         ] {
             assert_eq!(c.get(key), Some(value), "{key}");
         }
-        let c = consumer_config(&kafka(&[(PREFETCH_KEY, "1024")]), 250).unwrap();
+        let c = consumer_config(&kafka(&[(PREFETCH_KEY, "1024")]), 250, 5000).unwrap();
         assert_eq!(c.get(PREFETCH_KEY), Some("1024"), "the user's value wins for a default");
+    }
+
+    #[test]
+    fn dead_letter_producer_waits_for_all_replicas() {
+        let c = producer_config(&kafka(&[("linger.ms", "5")])).unwrap();
+        for (key, value) in [("acks", "all"), ("enable.idempotence", "true"), ("linger.ms", "5")] {
+            assert_eq!(c.get(key), Some(value), "{key}");
+        }
     }
 }

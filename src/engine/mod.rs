@@ -4,6 +4,9 @@
 pub mod adapter;
 pub mod cast;
 pub mod consumer;
+pub mod context;
+pub mod dead_letter;
 pub mod kafka;
 pub mod projection;
+pub mod telemetry;
 pub mod writer;

@@ -4,6 +4,8 @@
 //! they run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod engine_outage;
+mod engine_policies;
 mod engine_run;
 mod kafka_smoke;
 mod kube_smoke;

@@ -1,6 +1,7 @@
 //! Test harness: where the real test servers are (from the environment, or from the env file
 //! `scripts/testenv up` writes), unique names so tests run in parallel, and polling helpers.
 
+pub mod engine;
 pub mod kafka;
 pub mod kube;
 pub mod mongodb;

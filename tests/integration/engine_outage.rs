@@ -1,0 +1,124 @@
+//! SPEC §10 #38 on real servers: MongoDB stops answering while the engine runs (its own
+//! `mongod`, started by `scripts/testenv` in a private run directory, frozen with SIGSTOP so
+//! the shared server is untouched). Nothing is committed during the outage, `/readyz` turns
+//! false after `unhealthyAfterMs`, the process stays up, nothing is dead-lettered; after
+//! SIGCONT every event is written, everything is committed and the worker is ready again.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::engine::{Options, Setup, event, metric, produce, signal_and_wait, signal_pid};
+use crate::support::{eventually, unique_name};
+
+/// Servers of `scripts/testenv` in a run directory of their own, stopped on drop.
+struct PrivateServers {
+    run: PathBuf,
+}
+
+impl PrivateServers {
+    fn up(which: &str) -> Self {
+        let run = std::env::temp_dir().join(unique_name("testenv-private"));
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testenv");
+        let status = Command::new(&script)
+            .args(["up", which])
+            .env("RTU_TESTENV_RUN", &run)
+            .status()
+            .unwrap();
+        assert!(status.success(), "scripts/testenv up {which} in {}", run.display());
+        PrivateServers { run }
+    }
+
+    /// A variable of the run's env file.
+    fn var(&self, name: &str) -> String {
+        let text = std::fs::read_to_string(self.run.join("env")).unwrap();
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
+            .map(|v| v.trim_matches('\'').to_string())
+            .unwrap_or_else(|| panic!("{name} not in {}", self.run.display()))
+    }
+
+    fn pid(&self, process: &str) -> u32 {
+        std::fs::read_to_string(self.run.join(process).join("pid")).unwrap().trim().parse().unwrap()
+    }
+}
+
+impl Drop for PrivateServers {
+    fn drop(&mut self) {
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testenv");
+        // A frozen server must run again before it can stop.
+        if let Ok(pid) = std::fs::read_to_string(self.run.join("mongodb/pid")) {
+            let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
+        }
+        let _ = Command::new(script).arg("down").env("RTU_TESTENV_RUN", &self.run).status();
+        let _ = std::fs::remove_dir_all(&self.run);
+    }
+}
+
+#[tokio::test]
+async fn mongodb_outage_commits_nothing_turns_unready_and_resumes_without_loss() {
+    let mongo = PrivateServers::up("mongodb");
+    let options = Options {
+        unhealthy_after_ms: 1500,
+        mongodb_uri: Some(mongo.var("RTU_TEST_MONGODB_URI")),
+        ..Options::default()
+    };
+    let setup = Setup::with("engine-outage", options).await;
+    let first: Vec<_> = (0..20).map(|i| event(&format!("C-{i}"), 0, false)).collect();
+    produce(&setup.topic, &first).await;
+    let mut engine = setup.start("outage");
+    eventually("the first 20 events committed", Duration::from_secs(60), || {
+        let setup = &setup;
+        async move { (setup.offsets(1)[0].0 == Some(20)).then_some(()) }
+    })
+    .await;
+    assert_eq!(engine.get("/readyz").await.0, 200);
+
+    signal_pid(mongo.pid("mongodb"), "STOP");
+    let second: Vec<_> = (0..20).map(|i| event(&format!("C-{i}"), 1, false)).collect();
+    produce(&setup.topic, &second).await;
+    let body = eventually("/readyz to report the outage", Duration::from_secs(30), || {
+        let engine = &engine;
+        async move {
+            let (status, body) = engine.get("/readyz").await;
+            (status == 503).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("mongodb failing for"), "{body}");
+    // A while into the outage: nothing new committed, the process is up.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(setup.offsets(1)[0], (Some(20), 40), "nothing committed during the outage");
+    assert!(engine.alive(), "the engine exited during the outage");
+    assert_eq!(engine.get("/healthz").await.0, 200, "alive while MongoDB is away");
+
+    signal_pid(mongo.pid("mongodb"), "CONT");
+    eventually(
+        "every event written and committed after recovery",
+        Duration::from_secs(120),
+        || {
+            let setup = &setup;
+            async move {
+                let docs = setup.documents().await;
+                let all_second = docs.len() == 20 && docs.values().all(|(_, age, _)| *age == 1);
+                (all_second && setup.offsets(1)[0].0 == Some(40)).then_some(())
+            }
+        },
+    )
+    .await;
+    eventually("ready again", Duration::from_secs(30), || {
+        let engine = &engine;
+        async move { (engine.get("/readyz").await.0 == 200).then_some(()) }
+    })
+    .await;
+    let (_, text) = engine.get("/metrics").await;
+    let topic = &setup.topic;
+    for outcome in ["dead_lettered", "failed"] {
+        let sample = format!(
+            r#"rtu_messages_total{{topic="{topic}",projection="pr_customers",outcome="{outcome}"}}"#
+        );
+        assert_eq!(metric(&text, &sample), None, "{outcome}: {text}");
+    }
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
