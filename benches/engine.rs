@@ -165,7 +165,7 @@ async fn engine(
     final_step: usize,
 ) -> (f64, f64, f64) {
     let config = format!(
-        "systemOfRecord: crm\nkafka: {{ bootstrapServers: '{}', groupId: {topic}-engine }}\nmongodb: {{ uri: {{ env: RTU_TEST_MONGODB_URI }}, database: {} }}\nadapter: {{ type: debezium }}\nprojections: [{}]\ntelemetry: {{ logLevel: warn }}\n",
+        "systemOfRecord: crm\nkafka: {{ bootstrapServers: '{}', groupId: {topic}-engine }}\nmongodb: {{ uri: {{ env: RTU_TEST_MONGODB_URI }}, database: {} }}\nadapter: {{ type: debezium }}\nprojections: [{}]\ntelemetry: {{ logLevel: warn, host: 127.0.0.1, port: 0 }}\n",
         var("RTU_TEST_KAFKA_BOOTSTRAP"),
         db.name(),
         serde_json::to_string(&projection_config(topic)).unwrap(),

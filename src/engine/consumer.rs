@@ -398,8 +398,9 @@ impl Engine {
             counts: BatchCounts::default(),
         };
         for (i, msg) in batch.iter().enumerate() {
-            let tp = (msg.topic().to_string(), msg.partition());
-            if halted.contains(&tp) || prepared.blocked.contains_key(&tp) {
+            if (!halted.is_empty() || !prepared.blocked.is_empty())
+                && is_in(&halted, &prepared.blocked, msg)
+            {
                 continue;
             }
             let target = self.by_topic.get(msg.topic()).copied();
@@ -423,6 +424,7 @@ impl Engine {
                     prepared.fates[i] = Fate::Failed;
                     prepared.failures.push(MessageFailure { index: i, target, code, reason });
                     if !dead_letter {
+                        let tp = (msg.topic().to_string(), msg.partition());
                         prepared.blocked.insert(tp, msg.offset());
                     }
                 }
@@ -480,14 +482,16 @@ impl Engine {
         }
         self.store_offsets(batch, &prepared);
         let Prepared { targets, fates, mut counts, .. } = prepared;
+        // Counted with borrowed keys, then once per distinct key into the owned ones.
+        let mut messages: BTreeMap<(&str, Option<usize>, &'static str), u64> = BTreeMap::new();
         for ((msg, target), fate) in batch.iter().zip(targets).zip(fates) {
             if let Some(outcome) = fate.label() {
-                let projection = target.map(|t| self.targets[t].name.clone()).unwrap_or_default();
-                *counts
-                    .messages
-                    .entry((msg.topic().to_string(), projection, outcome))
-                    .or_default() += 1;
+                *messages.entry((msg.topic(), target, outcome)).or_default() += 1;
             }
+        }
+        for ((topic, target, outcome), n) in messages {
+            let projection = target.map(|t| self.targets[t].name.clone()).unwrap_or_default();
+            counts.messages.insert((topic.to_string(), projection, outcome), n);
         }
         counts.publish(&self.telemetry.metrics);
         true
@@ -715,10 +719,11 @@ impl Engine {
         let mut skipped: BTreeSet<(&str, i32)> = BTreeSet::new();
         for (msg, fate) in batch.iter().zip(&prepared.fates) {
             let tp = (msg.topic(), msg.partition());
-            let blocked = prepared
-                .blocked
-                .get(&(msg.topic().to_string(), msg.partition()))
-                .is_some_and(|first| msg.offset() >= *first);
+            let blocked = !prepared.blocked.is_empty()
+                && prepared
+                    .blocked
+                    .get(&(msg.topic().to_string(), msg.partition()))
+                    .is_some_and(|first| msg.offset() >= *first);
             if blocked || *fate == Fate::Halted || skipped.contains(&tp) {
                 // Nothing of this partition after an unstored message may be stored.
                 skipped.insert(tp);
@@ -745,6 +750,16 @@ impl Engine {
             Err(e) => warn!(error = %e, "reading the assignment failed"),
         }
     }
+}
+
+/// Whether the message's partition is halted or blocked (from this batch's failures).
+fn is_in(
+    halted: &BTreeSet<(String, i32)>,
+    blocked: &BTreeMap<(String, i32), i64>,
+    msg: &OwnedMessage,
+) -> bool {
+    let tp = (msg.topic().to_string(), msg.partition());
+    halted.contains(&tp) || blocked.contains_key(&tp)
 }
 
 /// Pings MongoDB every `every` (each ping bounded by `every` too) so `/readyz` reflects an
