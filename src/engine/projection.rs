@@ -343,7 +343,7 @@ impl Projection {
         now: DateTime,
     ) -> Statement {
         let filter = self.guarded(key, counter, source);
-        match self.writes.delete_mechanism {
+        match self.writes.delete() {
             DeleteMechanism::Hard => Statement::Delete { filter },
             DeleteMechanism::Soft => Statement::Upsert {
                 filter,

@@ -195,7 +195,7 @@ async fn db2_insert_update_stale_replay_and_soft_delete() {
 #[tokio::test]
 async fn hard_delete_removes_and_missing_delete_does_nothing() {
     let writes = WritesConfig {
-        delete_mechanism: rtu_operator::config::DeleteMechanism::Hard,
+        delete_mechanism: Some(rtu_operator::config::DeleteMechanism::Hard),
         ..WritesConfig::default()
     };
     let h = Harness::new(Adapter::Basic, writes).await;
