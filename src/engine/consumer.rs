@@ -303,10 +303,7 @@ impl Engine {
             for (i, outcome) in target.iter().zip(results) {
                 if let Outcome::Failed { code, message } = outcome {
                     let msg = &batch[*i];
-                    let failure = MessageFailure {
-                        code: "UNIQUE_VIOLATION",
-                        reason: format!("code {code}: {message}"),
-                    };
+                    let failure = MessageFailure { code, reason: message };
                     self.fail(msg, &failure);
                     let tp = (msg.topic().to_string(), msg.partition());
                     let first = blocked.entry(tp).or_insert(msg.offset());

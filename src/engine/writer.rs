@@ -28,9 +28,10 @@ pub enum Outcome {
     },
     /// The statement failed on its own (e.g. a secondary unique index); a message error.
     Failed {
-        /// MongoDB's error code (11000 for `UNIQUE_VIOLATION`).
-        code: i32,
-        /// MongoDB's message.
+        /// The SPEC §6 code: `UNIQUE_VIOLATION`, `DOCUMENT_TOO_LARGE`, or `WRITE_FAILED` for
+        /// another MongoDB refusal.
+        code: &'static str,
+        /// Why (MongoDB's code and message).
         message: String,
     },
 }
@@ -143,8 +144,11 @@ async fn run_updates(
             Outcome::Stale
         } else {
             Outcome::Failed {
-                code,
-                message: error.get_str("errmsg").unwrap_or_default().to_string(),
+                code: refusal_code(code),
+                message: format!(
+                    "mongodb error {code}: {}",
+                    error.get_str("errmsg").unwrap_or_default()
+                ),
             }
         };
     }
@@ -173,6 +177,17 @@ async fn run_deletes(
         outcomes.push(Outcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 });
     }
     Ok(outcomes)
+}
+
+/// The SPEC §6 code of a statement MongoDB refused (a duplicate key on the primary key is
+/// stale and never gets here).
+fn refusal_code(code: i32) -> &'static str {
+    match code {
+        11000 | 11001 => "UNIQUE_VIOLATION",
+        // BSONObjectTooLarge; "Resulting document after update is larger than ...".
+        10334 | 17419 => "DOCUMENT_TOO_LARGE",
+        _ => "WRITE_FAILED",
+    }
 }
 
 fn index_of(entry: &Document) -> Option<usize> {
