@@ -56,6 +56,9 @@ fn engine(path: &std::path::Path) -> ExitCode {
         }
     };
     crate::telemetry::init_logs(&config.telemetry.log_level);
+    for warning in config.warnings() {
+        tracing::warn!(%warning, "config setting overridden");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -87,6 +90,9 @@ fn check(path: &std::path::Path) -> ExitCode {
                 config.projections.len(),
                 serde_json::to_value(config.adapter.kind).unwrap_or_default(),
             );
+            for warning in config.warnings() {
+                println!("  warning: {warning}");
+            }
             ExitCode::SUCCESS
         }
         Err(e) => {

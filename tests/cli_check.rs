@@ -72,3 +72,22 @@ fn a_structure_error_names_line_and_path() {
         "{stderr}"
     );
 }
+
+#[test]
+fn an_overridden_setting_is_valid_and_warned_about() {
+    let text = std::fs::read_to_string(example()).unwrap();
+    assert_eq!(text.matches("upsert: true").count(), 1);
+    assert!(text.contains("deleteMechanism: soft"));
+    let file = std::env::temp_dir().join(format!("rtu-check-upsert-{}.yaml", std::process::id()));
+    std::fs::write(&file, text.replace("upsert: true", "upsert: false")).unwrap();
+    let out = rtu_check(&file);
+    std::fs::remove_file(&file).unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains("valid engine config")
+            && stdout.contains("warning: writes.deleteMechanism: soft is overridden"),
+        "{stdout}"
+    );
+    assert!(!rtu_check(&example()).stdout.windows(8).any(|w| w == b"warning:"));
+}

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::engine::adapter::CustomMapping;
 use crate::yaml::{self, YamlError};
 
-pub use validate::ConfigError;
+pub use validate::{ConfigError, ConfigWarning};
 
 /// Everything one engine process needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -221,7 +221,8 @@ pub struct FieldConfig {
     /// The cast function id (`castToString`, `defaultCastToString`, ...); default `identity`.
     #[serde(default = "identity")]
     pub cast: String,
-    /// The field must be present when a document is created (checked in `strict` validation).
+    /// The field must be present when a write creates the document (or resurrects a `DELETED`
+    /// one that lacks it); checked at write time in `strict` validation (SPEC §3.6).
     #[serde(default)]
     pub required: bool,
     /// The field may be null (checked in `strict` validation).
@@ -264,12 +265,20 @@ pub enum FieldType {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WritesConfig {
-    /// Inserts and updates create missing documents and update existing ones.
+    /// Inserts and updates create missing documents and update existing ones (SPEC §3.8).
+    /// With `false`, an insert on a live document is the message error `DUPLICATE_INSERT` and
+    /// an update of a missing (or `DELETED`) document `MISSING_DOCUMENT`; deletes are then
+    /// always hard (see `deleteMechanism`). Formats without an operation (`basic`/`db2`, and a
+    /// custom `upsert` operation) only carry upserts, so for them upsert stays on whatever this
+    /// says (forced, as in the reference); `rtu check` warns when it is set to `false` there.
     #[serde(default = "yes")]
     pub upsert: bool,
-    /// What a delete does.
-    #[serde(default)]
-    pub delete_mechanism: DeleteMechanism,
+    /// What a delete does; unset: `soft`, or `hard` when `upsert` is `false`. With `upsert:
+    /// false` a delete is always hard (SPEC §3.8: a re-insert after a soft delete would
+    /// collide): an explicit `soft` is overridden, not refused, and `rtu check` warns about it.
+    /// Use [`WritesConfig::delete`] for the mechanism in force.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_mechanism: Option<DeleteMechanism>,
     /// Never let an older message overwrite newer data.
     #[serde(default = "yes")]
     pub stale_guard: bool,
@@ -285,11 +294,19 @@ impl Default for WritesConfig {
     fn default() -> Self {
         WritesConfig {
             upsert: true,
-            delete_mechanism: DeleteMechanism::Soft,
+            delete_mechanism: None,
             stale_guard: true,
             validation: Validation::Lenient,
             ensure_indexes: true,
         }
+    }
+}
+
+impl WritesConfig {
+    /// The delete mechanism in force: hard whenever upsert is off (SPEC §3.8, §3.9), else the
+    /// configured one, soft by default.
+    pub fn delete(&self) -> DeleteMechanism {
+        if self.upsert { self.delete_mechanism.unwrap_or_default() } else { DeleteMechanism::Hard }
     }
 }
 

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, FieldConfig, KafkaProtocol,
-    KafkaSecurity, ProjectionConfig, SecretSource, Tuning,
+    AdapterConfig, AdapterKind, DeleteMechanism, EngineConfig, ErrorPolicy, FieldConfig,
+    KafkaProtocol, KafkaSecurity, ProjectionConfig, SecretSource, Tuning,
 };
 use crate::engine::cast::Cast;
 
@@ -17,6 +17,22 @@ pub struct ConfigError {
     pub path: String,
     /// What is wrong and what would be valid.
     pub message: String,
+}
+
+/// A setting the engine overrides because another one forces it (SPEC §3.8): the config is
+/// usable, `rtu check` and `rtu engine` say what is in force instead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigWarning {
+    /// The field path, e.g. `writes.deleteMechanism`.
+    pub path: String,
+    /// What the engine does instead.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigWarning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
 }
 
 /// librdkafka properties the engine sets itself; a pass-through value would break it.
@@ -88,6 +104,38 @@ impl EngineConfig {
                 format!("{} is outside 100..=600000", t.lag_interval_ms),
             );
         }
+    }
+
+    /// The settings the engine overrides, in document order: an explicit `deleteMechanism:
+    /// soft` with `upsert: false` (deletes are hard), and `upsert: false` for projections in a
+    /// format without operations (`basic`/`db2`: every change is an upsert, so upsert stays
+    /// on for inserts and updates; their deletes are still hard).
+    pub fn warnings(&self) -> Vec<ConfigWarning> {
+        let mut warnings = Vec::new();
+        if self.writes.upsert {
+            return warnings;
+        }
+        let mut warn = |path: String, message: &str| {
+            warnings.push(ConfigWarning { path, message: message.to_string() })
+        };
+        let no_operations =
+            |a: &AdapterConfig| matches!(a.kind, AdapterKind::Basic | AdapterKind::Db2);
+        if self.writes.delete_mechanism == Some(DeleteMechanism::Soft) {
+            warn(
+                "writes.deleteMechanism".into(),
+                "soft is overridden: with writes.upsert false every delete is hard (a re-insert after a soft delete would collide)",
+            );
+        }
+        let forced = "writes.upsert false does not apply here: basic/db2 messages carry no operation, every change is an upsert (upsert forced on); deletes are hard";
+        if no_operations(&self.adapter) && self.projections.iter().any(|p| p.adapter.is_none()) {
+            warn("adapter.type".into(), forced);
+        }
+        for (i, p) in self.projections.iter().enumerate() {
+            if p.adapter.as_ref().is_some_and(no_operations) {
+                warn(format!("projections[{i}].adapter.type"), forced);
+            }
+        }
+        warnings
     }
 
     fn validate_kafka(&self, errors: &mut Errors) {
@@ -453,6 +501,29 @@ errorPolicy:
             "  - name: pr_copy\n    collection: pr_customers\n    topics: [acme.dev.crm.pr_customers.ingestion]\n    fields: [{ name: id, type: String, primaryKey: true }]\nerrorPolicy:",
         );
         assert_eq!(paths(&parse(&two)), ["projections[1].collection", "projections[1].topics[0]"]);
+    }
+
+    #[test]
+    fn upsert_off_forces_hard_deletes_and_warns_about_overridden_settings() {
+        use super::super::DeleteMechanism::{Hard, Soft};
+        let with = |writes: &str, adapter: &str| {
+            parse(&format!("{}writes: {writes}\n", GOOD.replace("type: debezium", adapter)))
+        };
+        let warned = |c: &EngineConfig| -> Vec<String> {
+            c.warnings().into_iter().map(|w| w.path).collect()
+        };
+        let c = with("{ upsert: false, deleteMechanism: soft }", "type: debezium");
+        assert_eq!((c.validate(), c.writes.delete()), (vec![], Hard));
+        assert_eq!(warned(&c), ["writes.deleteMechanism"]);
+        assert!(c.warnings()[0].to_string().contains("every delete is hard"), "{:?}", c.warnings());
+        let c = with("{ upsert: false }", "type: debezium");
+        assert_eq!((c.writes.delete(), warned(&c)), (Hard, vec![]));
+        let c = with("{ upsert: false }", "type: db2");
+        assert_eq!((c.validate(), warned(&c)), (vec![], vec!["adapter.type".to_string()]));
+        let c = with("{ upsert: true }", "type: db2");
+        assert_eq!((c.writes.delete(), warned(&c)), (Soft, vec![]));
+        let c = with("{ deleteMechanism: hard }", "type: debezium");
+        assert_eq!((c.writes.delete(), warned(&c)), (Hard, vec![]));
     }
 
     #[test]

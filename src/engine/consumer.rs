@@ -524,8 +524,8 @@ impl Engine {
                         prepared.failures.push(MessageFailure {
                             index: i,
                             target: Some(target),
-                            code: "UNIQUE_VIOLATION",
-                            reason: format!("code {code}: {message}"),
+                            code,
+                            reason: message,
                         });
                         if !dead_letter {
                             let tp = (msg.topic().to_string(), msg.partition());

@@ -1,6 +1,8 @@
 //! From a change event to MongoDB write statements (SPEC §3): field mapping and casts, the
 //! metadata of every write, upsert or soft/hard delete, the primary-key change, and the stale
-//! guard, which lives inside each statement's filter so that two writers cannot race.
+//! guard, which lives inside each statement's filter so that two writers cannot race. With
+//! upsert off or strict `required` fields, statements also carry the [`Check`] of the stored
+//! document the writer makes before sending them.
 
 use std::collections::HashMap;
 
@@ -18,6 +20,7 @@ struct Field {
     target: String,
     cast: Cast,
     nullable: bool,
+    required: bool,
 }
 
 /// A projection as the writer sees it.
@@ -32,7 +35,11 @@ pub struct Projection {
     by_source: HashMap<String, usize>,
     /// Indexes into `fields` of the primary key, in order.
     primary_key: Vec<usize>,
+    /// Indexes into `fields` of the required fields outside the primary key.
+    required: Vec<usize>,
     writes: WritesConfig,
+    /// Statements carry a [`Check`]: upsert is off, or strict validation has required fields.
+    checked: bool,
 }
 
 /// Where the message came from: what the metadata of the write records.
@@ -66,6 +73,73 @@ pub enum Statement {
         /// Primary key plus the stale guard.
         filter: Document,
     },
+    /// An `Upsert` or `Delete` the writer sends only when the stored document passes its
+    /// check; otherwise the message fails with the check's code.
+    Checked(Box<Checked>),
+}
+
+impl Statement {
+    /// The statement sent to MongoDB (the inner one of a `Checked`).
+    pub fn plain(&self) -> &Statement {
+        match self {
+            Statement::Checked(c) => c.statement.plain(),
+            other => other,
+        }
+    }
+}
+
+/// A statement with its check.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// The `Upsert` or `Delete`.
+    pub statement: Statement,
+    /// What the stored document must be, and what the statement makes of it.
+    pub check: Check,
+}
+
+/// What a statement needs from the stored document, known only at write time (SPEC §3.6
+/// `required` on creation, §3.8 upsert off), and what it does to it, so that the writer can
+/// judge a batch's statements of one key in order from a single read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Check {
+    /// The primary key (target names, in order).
+    pub(crate) key: Document,
+    /// What the stored document must be.
+    pub(crate) expect: Expect,
+    /// Strict validation: required fields (targets) absent from the image.
+    pub(crate) required_absent: Vec<String>,
+    /// The incoming counter, its type and where the message comes from (the stale guard).
+    pub(crate) counter: Bson,
+    pub(crate) kind: &'static str,
+    pub(crate) topic: String,
+    pub(crate) partition: i32,
+    /// The stale guard is on.
+    pub(crate) guard: bool,
+    /// What the statement leaves when it applies.
+    pub(crate) effect: Effect,
+}
+
+/// What a statement requires of the stored document (`DELETED` counts as missing).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expect {
+    /// Anything (upserts, deletes).
+    Any,
+    /// A live document (an update with upsert off), else `MISSING_DOCUMENT`.
+    Live,
+    /// No live document (an insert with upsert off), else `DUPLICATE_INSERT`, unless the
+    /// stored document was written by this very message (a replay).
+    NotLive,
+}
+
+/// What a statement leaves when it applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Effect {
+    /// A `PUBLIC` document.
+    Live,
+    /// A `DELETED` document (soft delete).
+    Deleted,
+    /// No document (hard delete).
+    Removed,
 }
 
 /// What a change becomes.
@@ -143,6 +217,13 @@ fn position_counter(p: u128) -> Bson {
 
 impl Projection {
     /// The projection of a validated config (cast ids already checked by `validate`).
+    ///
+    /// The rules of SPEC §3.8 that override settings are enforced here, not refused: with
+    /// `writes.upsert` false every delete is hard ([`WritesConfig::delete`]), even with an
+    /// explicit `deleteMechanism: soft`; and only insert and update operations are checked,
+    /// so the upserts of `basic`/`db2` (and a custom `upsert`) still create missing documents
+    /// (upsert forced on). `EngineConfig::warnings` names such overridden settings for
+    /// `rtu check`.
     pub fn new(config: &ProjectionConfig, writes: &WritesConfig) -> Result<Self, String> {
         let fields = config
             .fields
@@ -151,7 +232,13 @@ impl Projection {
                 let cast =
                     f.cast.parse::<Cast>().map_err(|e| format!("field {:?}: {e}", f.name))?;
                 let target = f.target.clone().unwrap_or_else(|| f.name.clone());
-                Ok(Field { source: f.name.clone(), target, cast, nullable: f.nullable })
+                Ok(Field {
+                    source: f.name.clone(),
+                    target,
+                    cast,
+                    nullable: f.nullable,
+                    required: f.required,
+                })
             })
             .collect::<Result<Vec<_>, String>>()?;
         let primary_key: Vec<usize> = config
@@ -165,14 +252,25 @@ impl Projection {
             return Err(format!("projection {:?} has no primary-key field", config.name));
         }
         let by_source = fields.iter().enumerate().map(|(i, f)| (f.source.clone(), i)).collect();
+        let required: Vec<usize> =
+            (0..fields.len()).filter(|i| fields[*i].required && !primary_key.contains(i)).collect();
+        let strict_required = writes.validation == Validation::Strict && !required.is_empty();
         Ok(Projection {
             name: config.name.clone(),
             collection: config.collection.clone().unwrap_or_else(|| config.name.clone()),
             fields,
             by_source,
             primary_key,
+            required,
             writes: writes.clone(),
+            checked: !writes.upsert || strict_required,
         })
+    }
+
+    /// The required fields outside the primary key (targets), checked on creation in strict
+    /// validation.
+    pub(crate) fn required_targets(&self) -> Vec<&str> {
+        self.required.iter().map(|&i| self.fields[i].target.as_str()).collect()
     }
 
     /// The primary key as adapters read it: source names and casts, in order.
@@ -189,8 +287,9 @@ impl Projection {
     /// so every statement of one key lands in the same group, in order.
     pub fn group_of(&self, statement: &Statement, groups: usize) -> usize {
         use std::hash::{Hash, Hasher};
-        let filter = match statement {
+        let filter = match statement.plain() {
             Statement::Upsert { filter, .. } | Statement::Delete { filter } => filter,
+            Statement::Checked(_) => return 0,
         };
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         for &i in &self.primary_key {
@@ -222,16 +321,63 @@ impl Projection {
             mapped.statements.push(self.delete(key_filter, &counter, source, now));
             return Ok(mapped);
         }
-        // A before image with a different primary key is a PK change: delete the old first.
+        let mut expect = match change.op {
+            Op::Insert if !self.writes.upsert => Expect::NotLive,
+            Op::Update if !self.writes.upsert => Expect::Live,
+            _ => Expect::Any,
+        };
+        // A before image with a different primary key is a PK change: delete the old first,
+        // then upsert the new one (which creates it, whatever the operation).
         if let Some(old_filter) = change.before.as_ref().and_then(|b| self.key_filter(b).ok())
             && old_filter != key_filter
         {
             mapped.statements.push(self.delete(old_filter, &counter, source, now));
+            expect = Expect::Any;
         }
         let after = change.after.as_ref().map_or_else(Image::new, Clone::clone);
         let set = self.mapped_fields(&after, &mut mapped)?;
-        mapped.statements.push(self.upsert(key_filter, set, &counter, source, now));
+        let check = self.checked.then(|| {
+            let required_absent = self.required_absent(&after);
+            self.check(&key_filter, expect, required_absent, Effect::Live, &counter, source)
+        });
+        let upsert = self.upsert(key_filter, set, &counter, source, now);
+        mapped.statements.push(with_check(upsert, check));
         Ok(mapped)
+    }
+
+    /// Strict validation: the required fields (targets) the image lacks.
+    fn required_absent(&self, image: &Image) -> Vec<String> {
+        if self.writes.validation != Validation::Strict {
+            return Vec::new();
+        }
+        self.required
+            .iter()
+            .map(|&i| &self.fields[i])
+            .filter(|f| !image.contains_key(&f.source))
+            .map(|f| f.target.clone())
+            .collect()
+    }
+
+    fn check(
+        &self,
+        key: &Document,
+        expect: Expect,
+        required_absent: Vec<String>,
+        effect: Effect,
+        counter: &Counter,
+        source: &Source,
+    ) -> Check {
+        Check {
+            key: key.clone(),
+            expect,
+            required_absent,
+            counter: counter.value.clone(),
+            kind: counter.kind,
+            topic: source.topic.clone(),
+            partition: source.partition,
+            guard: self.writes.stale_guard,
+            effect,
+        }
     }
 
     fn key_filter(&self, key: &Image) -> Result<Document, WriteError> {
@@ -342,8 +488,16 @@ impl Projection {
         source: &Source,
         now: DateTime,
     ) -> Statement {
+        let mechanism = self.writes.delete();
+        let effect = match mechanism {
+            DeleteMechanism::Hard => Effect::Removed,
+            DeleteMechanism::Soft => Effect::Deleted,
+        };
+        let check = self
+            .checked
+            .then(|| self.check(&key, Expect::Any, Vec::new(), effect, counter, source));
         let filter = self.guarded(key, counter, source);
-        match self.writes.delete_mechanism {
+        let statement = match mechanism {
             DeleteMechanism::Hard => Statement::Delete { filter },
             DeleteMechanism::Soft => Statement::Upsert {
                 filter,
@@ -352,7 +506,16 @@ impl Projection {
                     "$setOnInsert": { "createdAt": now },
                 },
             },
-        }
+        };
+        with_check(statement, check)
+    }
+}
+
+/// `statement`, wrapped with its check when there is one.
+fn with_check(statement: Statement, check: Option<Check>) -> Statement {
+    match check {
+        Some(check) => Statement::Checked(Box::new(Checked { statement, check })),
+        None => statement,
     }
 }
 
@@ -551,6 +714,92 @@ mod tests {
         let used: std::collections::BTreeSet<usize> =
             (0..100).map(|k| group(&format!("C-{k}"), 1, false)).collect();
         assert_eq!(used.len(), 4, "100 keys should use all 4 groups: {used:?}");
+    }
+
+    /// The checks of a change's statements, in order (`None` for an unchecked statement).
+    fn checks(p: &Projection, change: &ChangeEvent) -> Vec<Option<Check>> {
+        let mapped = p.map(change, &source(), DateTime::now()).unwrap();
+        mapped
+            .statements
+            .into_iter()
+            .map(|s| match s {
+                Statement::Checked(c) => Some(c.check),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn with_op(op: Op, mut change: ChangeEvent) -> ChangeEvent {
+        change.op = op;
+        if op == Op::Delete {
+            change.after = None;
+        }
+        change
+    }
+
+    #[test]
+    fn upsert_off_checks_inserts_and_updates_and_deletes_hard() {
+        let writes = WritesConfig {
+            upsert: false,
+            delete_mechanism: Some(DeleteMechanism::Soft),
+            ..WritesConfig::default()
+        };
+        let p = projection(writes, false);
+        let change = upsert(json!({ "customer_id": "C-1", "name": "Ada" }));
+        let expect = |op| {
+            let c = checks(&p, &with_op(op, change.clone()));
+            c.iter().map(|c| c.as_ref().map(|c| (c.expect, c.effect))).collect::<Vec<_>>()
+        };
+        assert_eq!(expect(Op::Insert), [Some((Expect::NotLive, Effect::Live))]);
+        assert_eq!(expect(Op::Update), [Some((Expect::Live, Effect::Live))]);
+        // basic/db2 and custom upserts carry no operation: upsert stays on.
+        assert_eq!(expect(Op::Upsert), [Some((Expect::Any, Effect::Live))]);
+        assert_eq!(expect(Op::Delete), [Some((Expect::Any, Effect::Removed))]);
+        let delete = p.map(&with_op(Op::Delete, change.clone()), &source(), DateTime::now());
+        assert!(
+            matches!(delete.unwrap().statements[0].plain(), Statement::Delete { .. }),
+            "upsert off forces hard deletes"
+        );
+        let check = checks(&p, &with_op(Op::Insert, change.clone())).remove(0).unwrap();
+        assert_eq!(check.key, doc! { "customer_id": "C-1" });
+        assert_eq!((check.counter, check.kind, check.partition), (Bson::Int64(100), "offset", 0));
+        // A PK change: hard delete of the old key, then the new document is created.
+        let mut pk_change = with_op(Op::Update, change);
+        pk_change.before = Some(image(json!({ "customer_id": "C-0" })));
+        let c = checks(&p, &pk_change);
+        assert_eq!(
+            c.iter().map(|c| c.as_ref().map(|c| (c.expect, c.effect))).collect::<Vec<_>>(),
+            [Some((Expect::Any, Effect::Removed)), Some((Expect::Any, Effect::Live))]
+        );
+        assert_eq!(c[0].as_ref().unwrap().key, doc! { "customer_id": "C-0" });
+    }
+
+    #[test]
+    fn only_upsert_off_or_strict_required_fields_check_statements() {
+        let change = upsert(json!({ "customer_id": "C-1", "name": "Ada" }));
+        // Upsert on and lenient, or strict without required fields: plain statements.
+        assert_eq!(checks(&projection(WritesConfig::default(), false), &change), [None]);
+        assert_eq!(checks(&projection(strict(), false), &change), [None]);
+        let required: ProjectionConfig = serde_json::from_value(json!({
+            "name": "p", "topics": ["t"],
+            "fields": [
+                { "name": "customer_id", "type": "String", "cast": "castToString", "required": true, "primaryKey": true },
+                { "name": "name", "type": "String", "cast": "castToString", "required": true, "target": "fullName" },
+                { "name": "age", "type": "Number", "cast": "castToInteger", "required": true, "nullable": true },
+            ],
+        }))
+        .unwrap();
+        let lenient = Projection::new(&required, &WritesConfig::default()).unwrap();
+        assert_eq!(checks(&lenient, &change), [None]);
+        let strict = Projection::new(&required, &strict()).unwrap();
+        assert_eq!(strict.required_targets(), ["fullName", "age"]);
+        let check = checks(&strict, &change).remove(0).unwrap();
+        assert_eq!((check.expect, check.required_absent), (Expect::Any, vec!["age".to_string()]));
+        let full = upsert(json!({ "customer_id": "C-1", "name": "Ada", "age": null }));
+        assert!(checks(&strict, &full)[0].as_ref().unwrap().required_absent.is_empty());
+        // A soft delete needs no required field.
+        let delete = checks(&strict, &with_op(Op::Delete, change)).remove(0).unwrap();
+        assert_eq!((delete.effect, delete.required_absent), (Effect::Deleted, vec![]));
     }
 
     #[test]

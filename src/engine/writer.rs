@@ -1,13 +1,22 @@
 //! Sends projection statements to MongoDB as raw multi-statement `update` / `delete` commands
 //! (mongod 6.0 has no `bulkWrite` command) and reads each statement's outcome back: inserted,
 //! updated, stale (a duplicate key on the primary-key index from a guarded upsert) or a
-//! per-statement error. Also creates / verifies the primary-key unique index.
+//! per-statement error. Checked statements (upsert off, strict `required`) are first judged
+//! against one read of their keys' stored documents (submodule `precheck`); the ones that fail
+//! are not sent. Also creates / verifies the primary-key unique index.
 
+mod precheck;
+
+use std::borrow::Borrow;
+use std::collections::HashMap;
+
+use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
 use crate::engine::projection::{Projection, Statement};
+use precheck::{Stored, Verdict};
 
 /// The name of the unique primary-key index (the Fast Data console's name).
 pub const PRIMARY_KEY_INDEX: &str = "mia_primary_key_index";
@@ -26,11 +35,14 @@ pub enum Outcome {
         /// Whether a document was removed.
         deleted: bool,
     },
-    /// The statement failed on its own (e.g. a secondary unique index); a message error.
+    /// The statement failed on its own, a message error: MongoDB refused it (a secondary
+    /// unique index, ...) or its check did (not sent).
     Failed {
-        /// MongoDB's error code (11000 for `UNIQUE_VIOLATION`).
-        code: i32,
-        /// MongoDB's message.
+        /// The SPEC §6 code: `UNIQUE_VIOLATION`, `DOCUMENT_TOO_LARGE`, `DUPLICATE_INSERT`,
+        /// `MISSING_DOCUMENT`, `VALIDATION_FAILED`, or `WRITE_FAILED` for another MongoDB
+        /// refusal.
+        code: &'static str,
+        /// Why (MongoDB's code and message when it refused).
         message: String,
     },
 }
@@ -43,6 +55,14 @@ pub enum WriterError {
     Command {
         /// `update` or `delete`.
         command: &'static str,
+        /// The collection.
+        collection: String,
+        /// The driver's error.
+        source: mongodb::error::Error,
+    },
+    /// Reading the stored documents of checked statements failed.
+    #[error("reading stored documents of {collection} failed: {source}")]
+    ReadStored {
         /// The collection.
         collection: String,
         /// The driver's error.
@@ -78,19 +98,107 @@ pub async fn ensure_primary_key_index(
 }
 
 /// Runs `statements` on the projection's collection, in order, and returns one outcome each.
-/// Consecutive statements of one kind go out as one command.
+/// Consecutive statements of one kind go out as one command. When some are checked, the
+/// stored documents of their keys are read first (one `find`) and the failing ones are not
+/// sent; without checked statements nothing is read.
 pub async fn execute(
     db: &Database,
     projection: &Projection,
     statements: &[Statement],
 ) -> Result<Vec<Outcome>, WriterError> {
+    if !statements.iter().any(|s| matches!(s, Statement::Checked(_))) {
+        return send(db, projection, statements).await;
+    }
+    let required = projection.required_targets();
+    let mut stored = read_stored(db, projection, &required, statements).await?;
+    let verdicts = precheck::judge(statements, &mut stored, &required);
+    let to_send: Vec<&Statement> = statements
+        .iter()
+        .zip(&verdicts)
+        .filter(|(_, v)| **v == Verdict::Send)
+        .map(|(s, _)| s.plain())
+        .collect();
+    let mut sent = send(db, projection, &to_send).await?.into_iter();
+    let mut outcomes = Vec::with_capacity(statements.len());
+    for verdict in verdicts {
+        outcomes.push(match verdict {
+            // `send` gives one outcome per statement; a missing one is never taken as done.
+            Verdict::Send => sent.next().unwrap_or_else(|| Outcome::Failed {
+                code: "WRITE_FAILED",
+                message: "no outcome in MongoDB's reply".into(),
+            }),
+            Verdict::Fail { code, message } => Outcome::Failed { code, message },
+        });
+    }
+    Ok(outcomes)
+}
+
+/// The stored documents of the keys the checks need: one `find` of their primary keys,
+/// projected on what the checks read. Every key is in the map; `None` when missing.
+async fn read_stored(
+    db: &Database,
+    projection: &Projection,
+    required: &[&str],
+    statements: &[Statement],
+) -> Result<HashMap<String, Option<Stored>>, WriterError> {
+    let keys = precheck::keys_to_read(statements);
+    let mut stored: HashMap<String, Option<Stored>> =
+        keys.iter().map(|k| (precheck::key_id(k.values().map(Some)), None)).collect();
+    if keys.is_empty() {
+        return Ok(stored);
+    }
+    let pk = projection.primary_key_targets();
+    let filter = match &pk[..] {
+        [single] => {
+            let values: Vec<Bson> = keys.iter().filter_map(|k| k.get(*single).cloned()).collect();
+            doc! { *single: { "$in": values } }
+        }
+        _ => {
+            let keys: Vec<Bson> = keys.iter().map(|k| Bson::Document((*k).clone())).collect();
+            doc! { "$or": keys }
+        }
+    };
+    let mut fields = doc! {
+        "_id": 0,
+        "__STATE__": 1,
+        "__internal__counter": 1,
+        "__internal__counterType": 1,
+        "__internal__kafkaInfo.topic": 1,
+        "__internal__kafkaInfo.partition": 1,
+    };
+    for f in pk.iter().chain(required) {
+        fields.insert(*f, 1);
+    }
+    let error =
+        |source| WriterError::ReadStored { collection: projection.collection.clone(), source };
+    let mut cursor = db
+        .collection::<Document>(&projection.collection)
+        .find(filter)
+        .projection(fields)
+        .await
+        .map_err(error)?;
+    while let Some(doc) = cursor.try_next().await.map_err(error)? {
+        let id = precheck::key_id(pk.iter().map(|f| doc.get(*f)));
+        if let Some(slot) = stored.get_mut(&id) {
+            *slot = Some(Stored::of(&doc, required));
+        }
+    }
+    Ok(stored)
+}
+
+/// Sends plain statements in order: consecutive ones of one kind as one command.
+async fn send<S: Borrow<Statement>>(
+    db: &Database,
+    projection: &Projection,
+    statements: &[S],
+) -> Result<Vec<Outcome>, WriterError> {
     let mut outcomes = Vec::with_capacity(statements.len());
     let mut start = 0;
     while start < statements.len() {
-        let is_upsert = matches!(statements[start], Statement::Upsert { .. });
+        let is_upsert = matches!(statements[start].borrow(), Statement::Upsert { .. });
         let len = statements[start..]
             .iter()
-            .take_while(|s| matches!(s, Statement::Upsert { .. }) == is_upsert)
+            .take_while(|s| matches!((*s).borrow(), Statement::Upsert { .. }) == is_upsert)
             .count();
         let run = &statements[start..start + len];
         if is_upsert {
@@ -103,18 +211,18 @@ pub async fn execute(
     Ok(outcomes)
 }
 
-async fn run_updates(
+async fn run_updates<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
-    run: &[Statement],
+    run: &[S],
 ) -> Result<Vec<Outcome>, WriterError> {
     let updates: Vec<Document> = run
         .iter()
-        .filter_map(|s| match s {
+        .filter_map(|s| match s.borrow() {
             Statement::Upsert { filter, update } => {
                 Some(doc! { "q": filter, "u": update, "upsert": true })
             }
-            Statement::Delete { .. } => None,
+            Statement::Delete { .. } | Statement::Checked(_) => None,
         })
         .collect();
     // Unordered so one stale statement does not stop the others; mongod applies a replica
@@ -143,23 +251,26 @@ async fn run_updates(
             Outcome::Stale
         } else {
             Outcome::Failed {
-                code,
-                message: error.get_str("errmsg").unwrap_or_default().to_string(),
+                code: refusal_code(code),
+                message: format!(
+                    "mongodb error {code}: {}",
+                    error.get_str("errmsg").unwrap_or_default()
+                ),
             }
         };
     }
     Ok(outcomes)
 }
 
-async fn run_deletes(
+async fn run_deletes<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
-    run: &[Statement],
+    run: &[S],
 ) -> Result<Vec<Outcome>, WriterError> {
     let mut outcomes = Vec::with_capacity(run.len());
     // One command per delete: the reply only counts deletions, and each outcome matters.
     for statement in run {
-        let Statement::Delete { filter } = statement else { continue };
+        let Statement::Delete { filter } = statement.borrow() else { continue };
         let command = doc! {
             "delete": &projection.collection,
             "deletes": [{ "q": filter, "limit": 1 }],
@@ -173,6 +284,17 @@ async fn run_deletes(
         outcomes.push(Outcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 });
     }
     Ok(outcomes)
+}
+
+/// The SPEC §6 code of a statement MongoDB refused (a duplicate key on the primary key is
+/// stale and never gets here).
+fn refusal_code(code: i32) -> &'static str {
+    match code {
+        11000 | 11001 => "UNIQUE_VIOLATION",
+        // BSONObjectTooLarge; "Resulting document after update is larger than ...".
+        10334 | 17419 => "DOCUMENT_TOO_LARGE",
+        _ => "WRITE_FAILED",
+    }
 }
 
 fn index_of(entry: &Document) -> Option<usize> {

@@ -6,9 +6,9 @@ use mongodb::bson::{Bson, DateTime, Document, doc};
 use mongodb::{Collection, Database};
 use serde_json::json;
 
-use rtu_operator::config::{ProjectionConfig, WritesConfig};
+use rtu_operator::config::{DeleteMechanism, ProjectionConfig, Validation, WritesConfig};
 use rtu_operator::engine::adapter::{Adapted, Adapter, Record};
-use rtu_operator::engine::projection::{Mapped, Projection, Source, parse_kafka_key};
+use rtu_operator::engine::projection::{Mapped, Projection, Source, Statement, parse_kafka_key};
 use rtu_operator::engine::writer::{Outcome, ensure_primary_key_index, execute};
 
 use crate::support::mongodb::{admin_client, unique_database};
@@ -19,12 +19,17 @@ const B1: &str = r#"{"customer_id":"C-1","name":"Ada","age":"36","signup_at":"20
 
 /// The SPEC §2.0 fixture projection.
 fn fixture(writes: WritesConfig) -> Projection {
+    fixture_with(writes, false)
+}
+
+/// The fixture projection; `name_required`: `name` is required too.
+fn fixture_with(writes: WritesConfig, name_required: bool) -> Projection {
     let config: ProjectionConfig = serde_json::from_value(json!({
         "name": "pr_customers",
         "topics": [TOPIC],
         "fields": [
             { "name": "customer_id", "type": "String", "cast": "castToString", "required": true, "primaryKey": true },
-            { "name": "name", "type": "String", "cast": "castToString", "nullable": true },
+            { "name": "name", "type": "String", "cast": "castToString", "nullable": true, "required": name_required },
             { "name": "age", "type": "Number", "cast": "castToInteger", "nullable": true },
             { "name": "signup_at", "type": "Date", "cast": "castToDate", "nullable": true },
             { "name": "vip", "type": "Boolean", "cast": "castStringToBoolean", "nullable": true },
@@ -42,8 +47,11 @@ struct Harness {
 
 impl Harness {
     async fn new(adapter: Adapter, writes: WritesConfig) -> Self {
+        Self::with(adapter, fixture(writes)).await
+    }
+
+    async fn with(adapter: Adapter, projection: Projection) -> Self {
         let db = admin_client().await.database(&unique_database("writes"));
-        let projection = fixture(writes);
         ensure_primary_key_index(&db, &projection).await.unwrap();
         Harness { db, projection, adapter }
     }
@@ -60,6 +68,23 @@ impl Harness {
         key: Option<&str>,
         value: Option<&str>,
     ) -> (Mapped, Vec<Outcome>) {
+        let mapped = self.map(partition, offset, key, value);
+        let outcomes = execute(&self.db, &self.projection, &mapped.statements).await.unwrap();
+        (mapped, outcomes)
+    }
+
+    /// Writes the key-less records `(offset, value)` of partition 0 as one batch (one
+    /// `execute`), as the engine writes a batch's statements of one write group.
+    async fn batch(&self, records: &[(i64, &str)]) -> Vec<Outcome> {
+        let statements: Vec<Statement> = records
+            .iter()
+            .flat_map(|(offset, value)| self.map(0, *offset, None, Some(value)).statements)
+            .collect();
+        execute(&self.db, &self.projection, &statements).await.unwrap()
+    }
+
+    /// Adapts and maps one record at `partition`/`offset`, timestamp `T0 + offset s`.
+    fn map(&self, partition: i32, offset: i64, key: Option<&str>, value: Option<&str>) -> Mapped {
         let record = Record { key: key.map(str::as_bytes), value: value.map(str::as_bytes) };
         let change = match self.adapter.adapt(record, &self.projection.adapter_key()).unwrap() {
             Adapted::Change(c) => c,
@@ -72,9 +97,7 @@ impl Harness {
             timestamp_ms: T0 + offset * 1000,
             key: parse_kafka_key(record.key),
         };
-        let mapped = self.projection.map(&change, &source, DateTime::now()).unwrap();
-        let outcomes = execute(&self.db, &self.projection, &mapped.statements).await.unwrap();
-        (mapped, outcomes)
+        self.projection.map(&change, &source, DateTime::now()).unwrap()
     }
 
     async fn db2(&self, offset: i64, key: &str, value: Option<&str>) -> Vec<Outcome> {
@@ -194,10 +217,8 @@ async fn db2_insert_update_stale_replay_and_soft_delete() {
 
 #[tokio::test]
 async fn hard_delete_removes_and_missing_delete_does_nothing() {
-    let writes = WritesConfig {
-        delete_mechanism: rtu_operator::config::DeleteMechanism::Hard,
-        ..WritesConfig::default()
-    };
+    let writes =
+        WritesConfig { delete_mechanism: Some(DeleteMechanism::Hard), ..WritesConfig::default() };
     let h = Harness::new(Adapter::Basic, writes).await;
     assert_eq!(h.db2(100, &key("C-1"), Some(B1)).await, [Outcome::Inserted]);
     // #6 and #8.
@@ -292,7 +313,10 @@ async fn a_secondary_unique_index_violation_is_a_failure_not_stale() {
         [Outcome::Inserted]
     );
     let outcomes = h.db2(2, &key("C-2"), Some(r#"{"customer_id":"C-2","name":"Same"}"#)).await;
-    assert!(matches!(&outcomes[..], [Outcome::Failed { code: 11000, .. }]), "{outcomes:?}");
+    assert!(
+        matches!(&outcomes[..], [Outcome::Failed { code: "UNIQUE_VIOLATION", message }] if message.contains("11000")),
+        "{outcomes:?}"
+    );
     h.drop().await;
 }
 
@@ -321,5 +345,146 @@ async fn custom_mapping_upserts_with_position_and_deletes() {
     let d = h.get("C-1").await.unwrap();
     assert_eq!((d.get_str("__STATE__").unwrap(), d.get_str("name").unwrap()), ("DELETED", "Ada"));
     assert_eq!(counter(&d), (88124, "position"));
+    h.drop().await;
+}
+
+/// A Debezium value: `op` on customer `id`, with `fields` as the rest of the `after` image.
+fn dbz(op: &str, id: &str, fields: &str) -> String {
+    let after =
+        if op == "d" { "null".to_string() } else { format!(r#"{{"customer_id":"{id}"{fields}}}"#) };
+    let before = if op == "d" { format!(r#"{{"customer_id":"{id}"}}"#) } else { "null".into() };
+    format!(r#"{{"op":"{op}","before":{before},"after":{after}}}"#)
+}
+
+fn upsert_off() -> WritesConfig {
+    WritesConfig { upsert: false, ..WritesConfig::default() }
+}
+
+fn failed_code(outcomes: &[Outcome]) -> Vec<&'static str> {
+    outcomes
+        .iter()
+        .map(|o| match o {
+            Outcome::Failed { code, .. } => *code,
+            _ => "ok",
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn upsert_off_duplicate_insert_and_missing_document() {
+    let h = Harness::new(Adapter::Debezium, upsert_off()).await;
+    let write = |offset, value: String| {
+        let h = &h;
+        async move { h.write(0, offset, None, Some(&value)).await.1 }
+    };
+    assert_eq!(write(10, dbz("c", "C-1", r#","name":"Ada""#)).await, [Outcome::Inserted]);
+    // SPEC §10 #35: the stored document is unchanged.
+    let outcomes = write(11, dbz("c", "C-1", r#","name":"Bob""#)).await;
+    assert_eq!(failed_code(&outcomes), ["DUPLICATE_INSERT"], "{outcomes:?}");
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("name").unwrap(), counter(&d)), ("Ada", (10, "offset")));
+    // SPEC §10 #36: nothing is created.
+    let outcomes = write(12, dbz("u", "C-5", r#","name":"Eve""#)).await;
+    assert_eq!(failed_code(&outcomes), ["MISSING_DOCUMENT"], "{outcomes:?}");
+    assert!(h.get("C-5").await.is_none());
+    // An update of the live document works.
+    assert_eq!(write(13, dbz("u", "C-1", r#","name":"Ada L.""#)).await, [Outcome::Updated]);
+    assert_eq!(h.get("C-1").await.unwrap().get_str("name").unwrap(), "Ada L.");
+    // In one batch each statement sees the earlier ones: insert, duplicate, update.
+    let (c7, c7_again) = (dbz("c", "C-7", ""), dbz("c", "C-7", ""));
+    let c7_update = dbz("u", "C-7", r#","name":"Seven""#);
+    let outcomes = h.batch(&[(20, &c7), (21, &c7_again), (22, &c7_update)]).await;
+    assert_eq!(outcomes[0], Outcome::Inserted);
+    assert_eq!(failed_code(&outcomes), ["ok", "DUPLICATE_INSERT", "ok"], "{outcomes:?}");
+    assert_eq!(outcomes[2], Outcome::Updated);
+    let d = h.get("C-7").await.unwrap();
+    assert_eq!((d.get_str("name").unwrap(), counter(&d)), ("Seven", (22, "offset")));
+    h.drop().await;
+}
+
+#[tokio::test]
+async fn upsert_off_deletes_hard_and_a_deleted_document_counts_as_missing() {
+    // An explicit soft delete is overridden: with upsert off deletes are hard.
+    let writes = WritesConfig { delete_mechanism: Some(DeleteMechanism::Soft), ..upsert_off() };
+    let h = Harness::new(Adapter::Debezium, writes).await;
+    assert_eq!(h.write(0, 1, None, Some(&dbz("c", "C-1", ""))).await.1, [Outcome::Inserted]);
+    assert_eq!(
+        h.write(0, 2, None, Some(&dbz("d", "C-1", ""))).await.1,
+        [Outcome::Deleted { deleted: true }]
+    );
+    assert!(h.get("C-1").await.is_none());
+    // A DELETED document (left by an earlier soft-delete configuration).
+    h.collection()
+        .insert_one(doc! {
+            "customer_id": "C-2", "name": "Old", "__STATE__": "DELETED",
+            "__internal__counter": 110_i64, "__internal__counterType": "offset",
+            "__internal__kafkaInfo": { "topic": TOPIC, "partition": 0, "offset": "110" },
+        })
+        .await
+        .unwrap();
+    let outcomes = h.write(0, 120, None, Some(&dbz("u", "C-2", r#","name":"New""#))).await.1;
+    assert_eq!(failed_code(&outcomes), ["MISSING_DOCUMENT"], "{outcomes:?}");
+    assert_eq!(h.get("C-2").await.unwrap().get_str("__STATE__").unwrap(), "DELETED");
+    // SPEC §10 #9 with upsert off: an insert resurrects it.
+    let outcomes = h.write(0, 121, None, Some(&dbz("c", "C-2", r#","name":"Back""#))).await.1;
+    assert_eq!(outcomes, [Outcome::Updated]);
+    let d = h.get("C-2").await.unwrap();
+    assert_eq!((d.get_str("__STATE__").unwrap(), d.get_str("name").unwrap()), ("PUBLIC", "Back"));
+    assert_eq!(counter(&d), (121, "offset"));
+    h.drop().await;
+}
+
+#[tokio::test]
+async fn upsert_off_replayed_insert_reapplies_and_stale_is_not_an_error() {
+    let h = Harness::new(Adapter::Debezium, upsert_off()).await;
+    let write = |offset, value: String| {
+        let h = &h;
+        async move { h.write(0, offset, None, Some(&value)).await.1 }
+    };
+    assert_eq!(write(100, dbz("c", "C-1", r#","name":"Ada""#)).await, [Outcome::Inserted]);
+    // A crash between write and commit replays the insert: same offset, re-applied.
+    assert_eq!(write(100, dbz("c", "C-1", r#","name":"Ada""#)).await, [Outcome::Updated]);
+    assert_eq!(write(105, dbz("u", "C-1", r#","name":"At 105""#)).await, [Outcome::Updated]);
+    // Older than the stored counter: stale, whatever the operation.
+    assert_eq!(write(103, dbz("c", "C-1", r#","name":"Old""#)).await, [Outcome::Stale]);
+    assert_eq!(write(104, dbz("u", "C-1", r#","name":"Old""#)).await, [Outcome::Stale]);
+    let d = h.get("C-1").await.unwrap();
+    assert_eq!((d.get_str("name").unwrap(), counter(&d)), ("At 105", (105, "offset")));
+    // The same offset on another partition is no replay.
+    let outcomes = h.write(1, 105, None, Some(&dbz("c", "C-1", ""))).await.1;
+    assert_eq!(failed_code(&outcomes), ["DUPLICATE_INSERT"], "{outcomes:?}");
+    h.drop().await;
+}
+
+#[tokio::test]
+async fn strict_required_fields_are_checked_when_the_write_creates_the_document() {
+    let strict = WritesConfig { validation: Validation::Strict, ..WritesConfig::default() };
+    let h = Harness::with(Adapter::Debezium, fixture_with(strict, true)).await;
+    let write = |offset, value: String| {
+        let h = &h;
+        async move { h.write(0, offset, None, Some(&value)).await.1 }
+    };
+    // `name` is required: creating C-1 without it fails, nothing is written.
+    let outcomes = write(1, dbz("c", "C-1", r#","age":"36""#)).await;
+    assert!(
+        matches!(&outcomes[..], [Outcome::Failed { code: "VALIDATION_FAILED", message }] if message.contains("\"name\"")),
+        "{outcomes:?}"
+    );
+    assert!(h.get("C-1").await.is_none());
+    // With it, created; then an update without it is fine (the document exists).
+    assert_eq!(write(2, dbz("c", "C-2", r#","name":"Bo""#)).await, [Outcome::Inserted]);
+    assert_eq!(write(3, dbz("u", "C-2", r#","age":"40""#)).await, [Outcome::Updated]);
+    let d = h.get("C-2").await.unwrap();
+    assert_eq!((d.get_str("name").unwrap(), d.get_i64("age").unwrap()), ("Bo", 40));
+    // Lenient validation creates it without the required field.
+    let lenient =
+        Harness::with(Adapter::Debezium, fixture_with(WritesConfig::default(), true)).await;
+    let outcomes = lenient.write(0, 1, None, Some(&dbz("c", "C-1", r#","age":"36""#))).await.1;
+    assert_eq!(outcomes, [Outcome::Inserted]);
+    assert!(!lenient.get("C-1").await.unwrap().contains_key("name"));
+    lenient.drop().await;
+    // In one batch: the first write creates C-3 with the name, the second updates it.
+    let (full, partial) = (dbz("c", "C-3", r#","name":"Cy""#), dbz("u", "C-3", r#","age":1"#));
+    assert_eq!(h.batch(&[(4, &full), (5, &partial)]).await, [Outcome::Inserted, Outcome::Updated]);
     h.drop().await;
 }
