@@ -37,8 +37,10 @@ pub fn client_config(kafka: &KafkaConfig) -> Result<ClientConfig, SecretError> {
     Ok(config)
 }
 
-/// Prefetch limit per partition, in KiB (a default; `kafka.config` may override it).
+/// Prefetch limit of the consumer queue, in KiB (a default; `kafka.config` may override it).
 const PREFETCH_KEY: &str = "queued.max.messages.kbytes";
+/// Messages librdkafka tries to keep prefetched per partition (a default, as above).
+const PREFETCH_MESSAGES_KEY: &str = "queued.min.messages";
 
 /// The consumer's settings: at least once, offsets stored by the engine after the write of a
 /// message is acknowledged and committed by librdkafka every `commit_interval_ms` (and on
@@ -61,9 +63,13 @@ pub fn consumer_config(
         .set("auto.commit.interval.ms", commit_interval_ms.to_string())
         .set("partition.assignment.strategy", "cooperative-sticky")
         .set("statistics.interval.ms", stats_interval_ms.to_string());
-    // librdkafka prefetches up to 64 MiB per partition by default; a batch needs far less.
-    if !kafka.config.contains_key(PREFETCH_KEY) {
-        config.set(PREFETCH_KEY, "8192");
+    // librdkafka prefetches up to 64 MiB and 100,000 messages by default; two batches (the one
+    // being written and the next) need a few MiB. Measured on the benchmark: peak RSS 158 MiB
+    // with 8 MiB, 100 MiB with 2 MiB / 5,000 messages, at the same rate.
+    for (key, value) in [(PREFETCH_KEY, "2048"), (PREFETCH_MESSAGES_KEY, "5000")] {
+        if !kafka.config.contains_key(key) {
+            config.set(key, value);
+        }
     }
     Ok(config)
 }
@@ -103,7 +109,8 @@ mod tests {
             ("security.protocol", "plaintext"),
             ("session.timeout.ms", "30000"),
             ("statistics.interval.ms", "5000"),
-            (PREFETCH_KEY, "8192"),
+            (PREFETCH_KEY, "2048"),
+            (PREFETCH_MESSAGES_KEY, "5000"),
         ] {
             assert_eq!(c.get(key), Some(value), "{key}");
         }
