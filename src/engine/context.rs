@@ -6,7 +6,7 @@
 //! halts themselves: the partitions whose messages the error policy says not to process.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rdkafka::TopicPartitionList;
@@ -24,8 +24,6 @@ use crate::engine::telemetry::{PartitionLabels, ResultLabel, Telemetry};
 pub struct Halts {
     stopped: AtomicBool,
     partitions: Mutex<BTreeSet<(String, i32)>>,
-    /// Moves on every change, so work prepared before a change can be told apart.
-    generation: AtomicU64,
 }
 
 impl Halts {
@@ -35,13 +33,7 @@ impl Halts {
 
     /// `errorPolicy: stop` has stopped consumption; true the first time.
     pub fn stop(&self) -> bool {
-        self.generation.fetch_add(1, Ordering::Relaxed);
         !self.stopped.swap(true, Ordering::Relaxed)
-    }
-
-    /// The number of changes so far.
-    pub fn generation(&self) -> u64 {
-        self.generation.load(Ordering::Relaxed)
     }
 
     /// Whether consumption is stopped.
@@ -52,7 +44,6 @@ impl Halts {
     /// Halts these partitions.
     pub fn halt(&self, partitions: impl IntoIterator<Item = (String, i32)>) {
         self.partitions().extend(partitions);
-        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The halted partitions now (empty almost always, so cheap to copy).
@@ -69,7 +60,6 @@ impl Halts {
         for e in list.elements() {
             partitions.remove(&(e.topic().to_string(), e.partition()));
         }
-        self.generation.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -170,9 +160,7 @@ mod tests {
         revoked.add_partition("a", 1);
         halts.forget(&revoked);
         assert_eq!(halts.halted(), BTreeSet::from([("a".to_string(), 0)]));
-        let before = halts.generation();
         assert!(halts.stop(), "first stop");
-        assert!(halts.generation() > before, "a stop moves the generation");
         assert!(!halts.stop(), "already stopped");
         assert!(halts.is_stopped());
     }
