@@ -62,13 +62,16 @@ fn a_structure_error_names_line_and_path() {
         std::fs::read_to_string(example()).unwrap().replace("type: debezium", "type: oracle");
     let file =
         std::env::temp_dir().join(format!("rtu-check-structure-{}.yaml", std::process::id()));
+    let line = text.lines().position(|l| l.contains("type: oracle")).unwrap() + 1;
     std::fs::write(&file, text).unwrap();
     let out = rtu_check(&file);
     std::fs::remove_file(&file).unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
-        stderr.contains("line 21: adapter.type: unknown variant `oracle`, expected one of"),
+        stderr.contains(&format!(
+            "line {line}: adapter.type: unknown variant `oracle`, expected one of"
+        )),
         "{stderr}"
     );
 }
