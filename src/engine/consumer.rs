@@ -258,7 +258,7 @@ impl Engine {
     /// MongoDB refuses; false when shutdown came first.
     async fn ensure_indexes(&self) -> bool {
         if !self.config.writes.ensure_indexes {
-            return true;
+            return self.verify_indexes().await;
         }
         for t in &self.targets {
             let mut backoff = Duration::from_millis(200);
@@ -279,6 +279,35 @@ impl Engine {
                 }
             }
         }
+        true
+    }
+
+    /// With `ensureIndexes: false`: waits until every projection has its unique primary-key
+    /// index, not ready meanwhile with the missing one named (SPEC §3.13); false when shutdown
+    /// came first.
+    async fn verify_indexes(&self) -> bool {
+        let health = &self.telemetry.health;
+        for t in &self.targets {
+            loop {
+                let problem = match writer::has_primary_key_index(&self.db, &t.projection).await {
+                    Ok(true) => break,
+                    Ok(false) => format!(
+                        "no unique index on {} ({}) and writes.ensureIndexes is false: create it \
+                         (the console names it {})",
+                        t.projection.collection,
+                        t.projection.primary_key_targets().join(", "),
+                        writer::PRIMARY_KEY_INDEX,
+                    ),
+                    Err(e) => e.to_string(),
+                };
+                error!(problem = %problem, "not consuming until the primary-key index exists; checking again in 5s");
+                health.set_problem(Some(problem));
+                if !self.sleep_unless_shutdown(Duration::from_secs(5)).await {
+                    return false;
+                }
+            }
+        }
+        health.set_problem(None);
         true
     }
 

@@ -223,6 +223,9 @@ pub struct Health {
     stopped: Mutex<Option<String>>,
     /// Topics paused by errorPolicy pauseTopic.
     paused: Mutex<BTreeSet<String>>,
+    /// A configuration problem that keeps the worker from consuming (SPEC §6 class
+    /// "configuration"), reported at once.
+    problem: Mutex<Option<String>>,
     /// Dependencies failing right now (e.g. `mongodb`), since when.
     failing: Mutex<BTreeMap<&'static str, Instant>>,
     unhealthy_after: Duration,
@@ -239,6 +242,7 @@ impl Health {
             assigned: AtomicU64::new(0),
             stopped: Mutex::new(None),
             paused: Mutex::new(BTreeSet::new()),
+            problem: Mutex::new(None),
             failing: Mutex::new(BTreeMap::new()),
             unhealthy_after,
         }
@@ -274,6 +278,11 @@ impl Health {
         paused.len()
     }
 
+    /// A configuration problem keeps the worker from consuming (`None`: solved).
+    pub fn set_problem(&self, problem: Option<String>) {
+        *lock(&self.problem) = problem;
+    }
+
     /// A dependency failed (first failure time kept).
     pub fn failing(&self, dependency: &'static str) {
         lock(&self.failing).entry(dependency).or_insert_with(Instant::now);
@@ -287,6 +296,9 @@ impl Health {
     /// `Ok(summary)` when ready, else every reason why not.
     pub fn readiness(&self) -> Result<String, Vec<String>> {
         let mut reasons = Vec::new();
+        if let Some(problem) = lock(&self.problem).as_ref() {
+            reasons.push(problem.clone());
+        }
         if !self.joined.load(Ordering::Relaxed) {
             reasons.push("waiting for the consumer group to assign partitions".to_string());
         }
@@ -446,6 +458,9 @@ mod tests {
         t.health.partitions_changed(3);
         t.health.partitions_changed(-1);
         assert_eq!(t.health.readiness().unwrap(), "ready: 2 partition(s) assigned");
+        t.health.set_problem(Some("index missing".into()));
+        assert_eq!(t.health.readiness().unwrap_err(), vec!["index missing"]);
+        t.health.set_problem(None);
         t.health.failing("mongodb");
         t.health.set_paused("crm.orders");
         t.health.set_stopped("MALFORMED_VALUE");

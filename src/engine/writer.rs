@@ -12,6 +12,7 @@ use std::collections::HashMap;
 
 use futures::TryStreamExt;
 use mongodb::bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc};
+use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
@@ -76,6 +77,14 @@ pub enum WriterError {
         /// The driver's error.
         source: mongodb::error::Error,
     },
+    /// Listing the indexes of a collection failed.
+    #[error("listing the indexes of {collection} failed: {source}")]
+    ListIndexes {
+        /// The collection.
+        collection: String,
+        /// The driver's error.
+        source: mongodb::error::Error,
+    },
     /// Creating the primary-key index failed.
     #[error("creating index {PRIMARY_KEY_INDEX} on {collection} failed: {source}")]
     EnsureIndex {
@@ -104,6 +113,34 @@ pub async fn ensure_primary_key_index(
         |source| WriterError::EnsureIndex { collection: projection.collection.clone(), source },
     )
 }
+
+/// Whether the collection has a unique index on exactly the primary-key fields, in order
+/// (whatever its name); a collection that does not exist has none.
+pub async fn has_primary_key_index(
+    db: &Database,
+    projection: &Projection,
+) -> Result<bool, WriterError> {
+    let failed =
+        |source| WriterError::ListIndexes { collection: projection.collection.clone(), source };
+    let mut cursor = match db.collection::<Document>(&projection.collection).list_indexes().await {
+        Ok(cursor) => cursor,
+        Err(e) if matches!(&*e.kind, ErrorKind::Command(c) if c.code == NAMESPACE_NOT_FOUND) => {
+            return Ok(false);
+        }
+        Err(e) => return Err(failed(e)),
+    };
+    let pk = projection.primary_key_targets();
+    while let Some(index) = cursor.try_next().await.map_err(failed)? {
+        let unique = index.options.as_ref().and_then(|o| o.unique).unwrap_or(false);
+        if unique && index.keys.keys().map(String::as_str).eq(pk.iter().copied()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// MongoDB's error code for a collection that does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
 
 /// Runs `statements` on the projection's collection, in order, and returns one outcome each.
 /// Consecutive statements of one kind go out as one command. When some are checked, the

@@ -5,8 +5,12 @@
 
 use std::time::Duration;
 
+use mongodb::IndexModel;
+use mongodb::bson::{Document, doc};
+use mongodb::options::IndexOptions;
+
 use crate::support::engine::{
-    Setup, event, metric, owned_partitions, produce, signal_and_wait, wait_for, workload,
+    Options, Setup, event, metric, owned_partitions, produce, signal_and_wait, wait_for, workload,
 };
 use crate::support::eventually;
 
@@ -161,5 +165,46 @@ async fn two_workers_in_one_group_split_the_partitions() {
     .await;
     assert!(signal_and_wait(&mut a, "TERM").success());
     assert!(signal_and_wait(&mut b, "TERM").success());
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn without_ensure_indexes_the_engine_waits_for_the_primary_key_index() {
+    let options =
+        Options { extra: "writes: { ensureIndexes: false }".into(), ..Options::default() };
+    let setup = Setup::with("engine-noindex", options).await;
+    produce(&setup.topic, &[event("C-1", 0, false)]).await;
+    let mut engine = setup.start("noindex");
+    let body = eventually("/readyz to name the missing index", Duration::from_secs(30), || {
+        let engine = &engine;
+        async move {
+            let (status, body) = engine.get("/readyz").await;
+            (status == 503 && body.contains("no unique index")).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("pr_customers (customer_id)"), "{body}");
+    assert!(body.contains("writes.ensureIndexes is false"), "{body}");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(setup.documents().await.is_empty(), "consumed without the primary-key index");
+    assert_eq!(setup.offsets(1)[0].0, None, "committed without the primary-key index");
+    // An index of any name, unique on exactly the primary key, lets it start.
+    let index = IndexModel::builder()
+        .keys(doc! { "customer_id": 1 })
+        .options(IndexOptions::builder().unique(true).name("by_customer".to_string()).build())
+        .build();
+    setup.db.collection::<Document>("pr_customers").create_index(index).await.unwrap();
+    eventually("the event written once the index exists", Duration::from_secs(60), || {
+        let setup = &setup;
+        async move { (setup.documents().await.len() == 1).then_some(()) }
+    })
+    .await;
+    eventually("ready", Duration::from_secs(30), || {
+        let engine = &engine;
+        async move { (engine.get("/readyz").await.0 == 200).then_some(()) }
+    })
+    .await;
+    assert!(engine.alive());
+    assert!(signal_and_wait(&mut engine, "TERM").success());
     setup.finish().await;
 }

@@ -35,6 +35,8 @@ pub struct Options {
     pub unhealthy_after_ms: u32,
     /// The MongoDB URI the engine uses (default: the shared test server).
     pub mongodb_uri: Option<String>,
+    /// Top-level YAML appended to the config, e.g. `writes: { ensureIndexes: false }`.
+    pub extra: String,
 }
 
 impl Default for Options {
@@ -47,6 +49,7 @@ impl Default for Options {
             kafka_config: Vec::new(),
             unhealthy_after_ms: 60_000,
             mongodb_uri: None,
+            extra: String::new(),
         }
     }
 }
@@ -120,11 +123,13 @@ telemetry:
   port: 0
   lagIntervalMs: 200
   logLevel: info
+{extra}
 "#,
             bootstrap = env().var("RTU_TEST_KAFKA_BOOTSTRAP"),
             policy = options.error_policy,
             max_batch = options.max_batch,
             unhealthy = options.unhealthy_after_ms,
+            extra = options.extra,
         );
         std::fs::write(&config, yaml).unwrap();
         let mongodb_uri =
