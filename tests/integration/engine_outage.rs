@@ -1,8 +1,9 @@
-//! SPEC §10 #38 on real servers: MongoDB stops answering while the engine runs (its own
-//! `mongod`, started by `scripts/testenv` in a private run directory, frozen with SIGSTOP so
-//! the shared server is untouched). Nothing is committed during the outage, `/readyz` turns
-//! false after `unhealthyAfterMs`, the process stays up, nothing is dead-lettered; after
-//! SIGCONT every event is written, everything is committed and the worker is ready again.
+//! Outages on real servers, each server the engine's own (started by `scripts/testenv` in a
+//! private run directory and frozen with SIGSTOP, so the shared servers are untouched).
+//! SPEC §10 #38, MongoDB: nothing is committed during the outage, `/readyz` turns false after
+//! `unhealthyAfterMs`, the process stays up, nothing is dead-lettered; after SIGCONT every
+//! event is written, everything is committed and the worker is ready again. Kafka: not ready
+//! while no broker answers, then consumption resumes by itself without loss.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -47,8 +48,10 @@ impl Drop for PrivateServers {
     fn drop(&mut self) {
         let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testenv");
         // A frozen server must run again before it can stop.
-        if let Ok(pid) = std::fs::read_to_string(self.run.join("mongodb/pid")) {
-            let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
+        for process in ["mongodb", "kafka"] {
+            if let Ok(pid) = std::fs::read_to_string(self.run.join(process).join("pid")) {
+                let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
+            }
         }
         let _ = Command::new(script).arg("down").env("RTU_TESTENV_RUN", &self.run).status();
         let _ = std::fs::remove_dir_all(&self.run);
@@ -119,6 +122,65 @@ async fn mongodb_outage_commits_nothing_turns_unready_and_resumes_without_loss()
         );
         assert_eq!(metric(&text, &sample), None, "{outcome}: {text}");
     }
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
+
+#[tokio::test]
+async fn kafka_outage_turns_unready_and_consumption_resumes_without_loss() {
+    let kafka = PrivateServers::up("kafka");
+    let options = Options {
+        unhealthy_after_ms: 1500,
+        bootstrap: Some(kafka.var("RTU_TEST_KAFKA_BOOTSTRAP")),
+        // Requests to a frozen broker time out (and its connections drop) after 3 s.
+        kafka_config: vec![("socket.timeout.ms".into(), "3000".into())],
+        ..Options::default()
+    };
+    let setup = Setup::with("engine-kafka-outage", options).await;
+    let first: Vec<_> = (0..20).map(|i| event(&format!("C-{i}"), 0, false)).collect();
+    setup.produce(&setup.topic, &first).await;
+    let mut engine = setup.start("kafka-outage");
+    eventually("the first 20 events committed", Duration::from_secs(60), || {
+        let setup = &setup;
+        async move { (setup.offsets(1)[0].0 == Some(20)).then_some(()) }
+    })
+    .await;
+    assert_eq!(engine.get("/readyz").await.0, 200);
+
+    signal_pid(kafka.pid("kafka"), "STOP");
+    let body = eventually("/readyz to report the Kafka outage", Duration::from_secs(60), || {
+        let engine = &engine;
+        async move {
+            let (status, body) = engine.get("/readyz").await;
+            (status == 503).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("kafka failing for"), "{body}");
+    assert!(engine.alive(), "the engine exited during the Kafka outage");
+    assert_eq!(engine.get("/healthz").await.0, 200);
+
+    signal_pid(kafka.pid("kafka"), "CONT");
+    let second: Vec<_> = (0..20).map(|i| event(&format!("C-{i}"), 1, false)).collect();
+    setup.produce(&setup.topic, &second).await;
+    eventually(
+        "the events produced after the outage written and committed",
+        Duration::from_secs(120),
+        || {
+            let setup = &setup;
+            async move {
+                let docs = setup.documents().await;
+                let all_second = docs.len() == 20 && docs.values().all(|(_, age, _)| *age == 1);
+                (all_second && setup.offsets(1)[0].0 == Some(40)).then_some(())
+            }
+        },
+    )
+    .await;
+    eventually("ready again", Duration::from_secs(60), || {
+        let engine = &engine;
+        async move { (engine.get("/readyz").await.0 == 200).then_some(()) }
+    })
+    .await;
     assert!(signal_and_wait(&mut engine, "TERM").success());
     setup.finish().await;
 }

@@ -15,7 +15,7 @@ use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{Offset, TopicPartitionList};
 
-use super::kafka::{create_topic, plaintext_config};
+use super::kafka::{create_topic_on, plaintext_config};
 use super::mongodb::unique_database;
 use super::{env, eventually, unique_name};
 
@@ -37,6 +37,8 @@ pub struct Options {
     pub mongodb_uri: Option<String>,
     /// Top-level YAML appended to the config, e.g. `writes: { ensureIndexes: false }`.
     pub extra: String,
+    /// The Kafka the engine uses (default: the shared test server's PLAINTEXT listener).
+    pub bootstrap: Option<String>,
 }
 
 impl Default for Options {
@@ -50,6 +52,7 @@ impl Default for Options {
             unhealthy_after_ms: 60_000,
             mongodb_uri: None,
             extra: String::new(),
+            bootstrap: None,
         }
     }
 }
@@ -63,6 +66,7 @@ pub struct Setup {
     pub topic_b: String,
     pub group: String,
     pub db: Database,
+    pub bootstrap: String,
     mongodb_uri: String,
 }
 
@@ -76,9 +80,13 @@ impl Setup {
         let topic_b = unique_name(&format!("{name}-in-b"));
         let group = unique_name(&format!("{name}-group"));
         let database = unique_database(name);
-        create_topic(&topic, options.partitions).await;
+        let bootstrap = options
+            .bootstrap
+            .clone()
+            .unwrap_or_else(|| env().var("RTU_TEST_KAFKA_BOOTSTRAP").to_string());
+        create_topic_on(&bootstrap, &topic, options.partitions).await;
         if options.second_topic {
-            create_topic(&topic_b, options.partitions).await;
+            create_topic_on(&bootstrap, &topic_b, options.partitions).await;
         }
         let dir = std::env::temp_dir().join(unique_name(name));
         std::fs::create_dir_all(&dir).unwrap();
@@ -125,7 +133,6 @@ telemetry:
   logLevel: info
 {extra}
 "#,
-            bootstrap = env().var("RTU_TEST_KAFKA_BOOTSTRAP"),
             policy = options.error_policy,
             max_batch = options.max_batch,
             unhealthy = options.unhealthy_after_ms,
@@ -135,7 +142,7 @@ telemetry:
         let mongodb_uri =
             options.mongodb_uri.unwrap_or_else(|| env().var("RTU_TEST_MONGODB_URI").to_string());
         let db = mongodb::Client::with_uri_str(&mongodb_uri).await.unwrap().database(&database);
-        Setup { dir, config, topic, topic_b, group, db, mongodb_uri }
+        Setup { dir, config, topic, topic_b, group, db, bootstrap, mongodb_uri }
     }
 
     pub fn start(&self, run: &str) -> Engine {
@@ -187,18 +194,32 @@ telemetry:
 
     /// (committed, end) offset of each partition of the first topic for the engine's group.
     pub fn offsets(&self, partitions: i32) -> Vec<(Option<i64>, i64)> {
-        offsets(&self.group, &self.topic, partitions)
+        offsets_on(&self.bootstrap, &self.group, &self.topic, partitions)
     }
 
     /// (committed, end) offset of each partition of the second topic.
     pub fn offsets_b(&self, partitions: i32) -> Vec<(Option<i64>, i64)> {
-        offsets(&self.group, &self.topic_b, partitions)
+        offsets_on(&self.bootstrap, &self.group, &self.topic_b, partitions)
+    }
+
+    /// Produces keyed events to the engine's Kafka.
+    pub async fn produce(&self, topic: &str, events: &[(String, String)]) {
+        produce_on(&self.bootstrap, topic, events, None).await;
     }
 }
 
-/// (committed, end) offset of each partition of `topic` for `group`.
-pub fn offsets(group: &str, topic: &str, partitions: i32) -> Vec<(Option<i64>, i64)> {
-    let consumer: BaseConsumer = plaintext_config().set("group.id", group).create().unwrap();
+/// (committed, end) offset of each partition of `topic` for `group` on `bootstrap`.
+pub fn offsets_on(
+    bootstrap: &str,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<(Option<i64>, i64)> {
+    let consumer: BaseConsumer = plaintext_config()
+        .set("bootstrap.servers", bootstrap)
+        .set("group.id", group)
+        .create()
+        .unwrap();
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -328,7 +349,21 @@ pub async fn produce_with_headers(
     events: &[(String, String)],
     headers: Option<OwnedHeaders>,
 ) {
-    let producer: FutureProducer = plaintext_config().set("linger.ms", "5").create().unwrap();
+    produce_on(env().var("RTU_TEST_KAFKA_BOOTSTRAP"), topic, events, headers).await;
+}
+
+/// Produces keyed events to the Kafka at `bootstrap`, each with `headers` when given.
+pub async fn produce_on(
+    bootstrap: &str,
+    topic: &str,
+    events: &[(String, String)],
+    headers: Option<OwnedHeaders>,
+) {
+    let producer: FutureProducer = plaintext_config()
+        .set("bootstrap.servers", bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .unwrap();
     let sends = events.iter().map(|(k, v)| {
         let mut record = FutureRecord::to(topic).key(k).payload(v);
         if let Some(h) = &headers {

@@ -34,8 +34,13 @@ pub fn scram_password() -> &'static str {
 
 /// Creates `topic` with `partitions` partitions and waits until the broker confirms it.
 pub async fn create_topic(topic: &str, partitions: i32) {
+    create_topic_on(env().var("RTU_TEST_KAFKA_BOOTSTRAP"), topic, partitions).await;
+}
+
+/// [`create_topic`] on the PLAINTEXT listener at `bootstrap`.
+pub async fn create_topic_on(bootstrap: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
-        plaintext_config().create().expect("admin client");
+        ClientConfig::new().set("bootstrap.servers", bootstrap).create().expect("admin client");
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = admin
         .create_topics(&[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))], &options)
