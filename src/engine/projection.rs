@@ -334,10 +334,11 @@ impl Projection {
             mapped.statements.push(self.delete(old_filter, &counter, source, now));
             expect = Expect::Any;
         }
-        let after = change.after.as_ref().map_or_else(Image::new, Clone::clone);
-        let set = self.mapped_fields(&after, &mut mapped)?;
+        let empty = Image::new();
+        let after = change.after.as_ref().unwrap_or(&empty);
+        let set = self.mapped_fields(after, &mut mapped)?;
         let check = self.checked.then(|| {
-            let required_absent = self.required_absent(&after);
+            let required_absent = self.required_absent(after);
             self.check(&key_filter, expect, required_absent, Effect::Live, &counter, source)
         });
         let upsert = self.upsert(key_filter, set, &counter, source, now);
