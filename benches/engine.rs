@@ -241,6 +241,7 @@ async fn naive(topic: &str, db: &Database, projection: &Projection, messages: us
         for s in projection.map(&change, &source, DateTime::now()).unwrap().statements {
             if let Statement::Upsert { filter, update } = s {
                 // A stale duplicate key is fine here; only the cost matters.
+                let update = Document::try_from(update).expect("update decodes");
                 let _ = coll.update_one(filter, update).upsert(true).await;
             }
         }

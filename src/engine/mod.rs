@@ -6,6 +6,7 @@ pub mod cast;
 pub mod consumer;
 pub mod context;
 pub mod dead_letter;
+pub mod encode;
 pub mod kafka;
 pub mod projection;
 pub mod telemetry;

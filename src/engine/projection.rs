@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 
-use mongodb::bson::{Bson, DateTime, Decimal128, Document, doc};
+use mongodb::bson::{Bson, DateTime, Decimal128, Document, RawDocumentBuf, doc};
 use serde_json::Value;
 
 use crate::config::{DeleteMechanism, ProjectionConfig, Validation, WritesConfig};
 use crate::engine::adapter::{ChangeEvent, Image, Op, PrimaryKey};
 use crate::engine::cast::{Cast, json_to_bson};
+use crate::engine::encode;
 
 /// One projection field, ready to map.
 #[derive(Debug, Clone, PartialEq)]
@@ -65,8 +66,8 @@ pub enum Statement {
     Upsert {
         /// Primary key plus the stale guard.
         filter: Document,
-        /// `$set` / `$setOnInsert`.
-        update: Document,
+        /// `$set` / `$setOnInsert`, already encoded (see [`crate::engine::encode`]).
+        update: RawDocumentBuf,
     },
     /// `{q: filter, limit: 1}`.
     Delete {
@@ -170,6 +171,12 @@ pub enum WriteError {
         /// The source field.
         field: String,
     },
+    /// The write cannot be encoded as BSON (a NUL byte in an object key of a value).
+    #[error("MALFORMED_VALUE: the write cannot be encoded: {reason}")]
+    Unencodable {
+        /// The encoder's refusal.
+        reason: String,
+    },
     /// Strict validation: null for a field that is not nullable.
     #[error("VALIDATION_FAILED: field {field:?} is null but not nullable")]
     ValidationFailed {
@@ -185,6 +192,7 @@ impl WriteError {
             WriteError::CastFailed { .. } => "CAST_FAILED",
             WriteError::MissingPrimaryKey { .. } => "MISSING_PRIMARY_KEY",
             WriteError::ValidationFailed { .. } => "VALIDATION_FAILED",
+            WriteError::Unencodable { .. } => "MALFORMED_VALUE",
         }
     }
 }
@@ -318,7 +326,7 @@ impl Projection {
             uncastable_fields: Vec::new(),
         };
         if change.op == Op::Delete {
-            mapped.statements.push(self.delete(key_filter, &counter, source, now));
+            mapped.statements.push(self.delete(key_filter, &counter, source, now)?);
             return Ok(mapped);
         }
         let mut expect = match change.op {
@@ -331,7 +339,7 @@ impl Projection {
         if let Some(old_filter) = change.before.as_ref().and_then(|b| self.key_filter(b).ok())
             && old_filter != key_filter
         {
-            mapped.statements.push(self.delete(old_filter, &counter, source, now));
+            mapped.statements.push(self.delete(old_filter, &counter, source, now)?);
             expect = Expect::Any;
         }
         let empty = Image::new();
@@ -341,7 +349,7 @@ impl Projection {
             let required_absent = self.required_absent(after);
             self.check(&key_filter, expect, required_absent, Effect::Live, &counter, source)
         });
-        let upsert = self.upsert(key_filter, set, &counter, source, now);
+        let upsert = self.upsert(key_filter, set, &counter, source, now)?;
         mapped.statements.push(with_check(upsert, check));
         Ok(mapped)
     }
@@ -473,13 +481,14 @@ impl Projection {
         counter: &Counter,
         source: &Source,
         now: DateTime,
-    ) -> Statement {
+    ) -> Result<Statement, WriteError> {
         let mut fields = set;
         fields.extend(self.metadata("PUBLIC", counter, source, now));
-        Statement::Upsert {
+        let update = doc! { "$set": fields, "$setOnInsert": { "createdAt": now } };
+        Ok(Statement::Upsert {
             filter: self.guarded(key, counter, source),
-            update: doc! { "$set": fields, "$setOnInsert": { "createdAt": now } },
-        }
+            update: encoded(&update)?,
+        })
     }
 
     fn delete(
@@ -488,7 +497,7 @@ impl Projection {
         counter: &Counter,
         source: &Source,
         now: DateTime,
-    ) -> Statement {
+    ) -> Result<Statement, WriteError> {
         let mechanism = self.writes.delete();
         let effect = match mechanism {
             DeleteMechanism::Hard => Effect::Removed,
@@ -502,14 +511,20 @@ impl Projection {
             DeleteMechanism::Hard => Statement::Delete { filter },
             DeleteMechanism::Soft => Statement::Upsert {
                 filter,
-                update: doc! {
+                update: encoded(&doc! {
                     "$set": self.metadata("DELETED", counter, source, now),
                     "$setOnInsert": { "createdAt": now },
-                },
+                })?,
             },
         };
-        with_check(statement, check)
+        Ok(with_check(statement, check))
     }
+}
+
+/// An update as the bytes the writer sends; a key MongoDB cannot store (a NUL byte, from a
+/// message's object value) is a malformed value.
+fn encoded(update: &Document) -> Result<RawDocumentBuf, WriteError> {
+    encode::to_raw(update).map_err(|e| WriteError::Unencodable { reason: e.to_string() })
 }
 
 /// `statement`, wrapped with its check when there is one.
@@ -576,7 +591,9 @@ mod tests {
 
     fn set_of(mapped: &Mapped) -> Document {
         match &mapped.statements[..] {
-            [Statement::Upsert { update, .. }] => update.get_document("$set").unwrap().clone(),
+            [Statement::Upsert { update, .. }] => {
+                Document::try_from(update.get_document("$set").unwrap()).unwrap()
+            }
             other => panic!("expected one upsert, got {other:?}"),
         }
     }

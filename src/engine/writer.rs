@@ -11,11 +11,12 @@ use std::borrow::Borrow;
 use std::collections::HashMap;
 
 use futures::TryStreamExt;
-use mongodb::bson::{Bson, Document, RawArrayBuf, RawDocumentBuf, doc};
+use mongodb::bson::{Bson, Document, RawDocumentBuf, doc};
 use mongodb::error::ErrorKind;
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
+use crate::engine::encode;
 use crate::engine::projection::{Projection, Statement};
 use precheck::{Stored, Verdict};
 
@@ -67,7 +68,7 @@ pub enum WriterError {
         /// The collection.
         collection: String,
         /// The encoder's error.
-        source: mongodb::bson::raw::Error,
+        source: encode::EncodeError,
     },
     /// Reading the stored documents of checked statements failed.
     #[error("reading stored documents of {collection} failed: {source}")]
@@ -331,33 +332,20 @@ fn refusal_code(code: i32) -> &'static str {
     }
 }
 
-/// The raw `update` command of a run of upserts: each statement is encoded straight into the
-/// command's bytes (no `Document` clone per statement, no second encoding by the driver).
-/// Unordered so one stale statement does not stop the others; mongod applies a replica set's
-/// statements in array order, and the stale guard keeps any reordering harmless.
+/// The raw `update` command of a run of upserts, encoded straight into the command's bytes
+/// (module `encode`). Unordered so one stale statement does not stop the others; mongod
+/// applies a replica set's statements in array order, and the stale guard keeps any
+/// reordering harmless.
 fn update_command<S: Borrow<Statement>>(
     collection: &str,
     run: &[S],
 ) -> Result<RawDocumentBuf, WriterError> {
-    let encode = |d: &Document| {
-        RawDocumentBuf::from_document(d)
-            .map_err(|source| WriterError::Encode { collection: collection.to_string(), source })
-    };
-    let mut updates = RawArrayBuf::new();
-    for s in run {
-        if let Statement::Upsert { filter, update } = s.borrow() {
-            let mut statement = RawDocumentBuf::new();
-            statement.append("q", encode(filter)?);
-            statement.append("u", encode(update)?);
-            statement.append("upsert", true);
-            updates.push(statement);
-        }
-    }
-    let mut command = RawDocumentBuf::new();
-    command.append("update", collection);
-    command.append("updates", updates);
-    command.append("ordered", false);
-    Ok(command)
+    let upserts = run.iter().filter_map(|s| match s.borrow() {
+        Statement::Upsert { filter, update } => Some((filter, update)),
+        _ => None,
+    });
+    encode::update_command(collection, upserts)
+        .map_err(|source| WriterError::Encode { collection: collection.to_string(), source })
 }
 
 fn index_of(entry: &Document) -> Option<usize> {
