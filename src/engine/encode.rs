@@ -18,11 +18,11 @@ pub enum EncodeError {
         /// The element's key.
         key: String,
         /// The encoder's error.
-        source: bson::ser::Error,
+        source: Box<bson::ser::Error>,
     },
     /// The finished command was not a well-formed document.
     #[error("the encoded command is malformed: {0}")]
-    Malformed(bson::raw::Error),
+    Malformed(Box<bson::raw::Error>),
     /// A document or string is larger than BSON allows.
     #[error("an element is larger than 2 GiB")]
     TooLarge,
@@ -32,7 +32,7 @@ pub enum EncodeError {
 pub fn to_raw(doc: &Document) -> Result<RawDocumentBuf, EncodeError> {
     let mut out = Vec::with_capacity(512);
     document(doc, &mut out)?;
-    RawDocumentBuf::from_bytes(out).map_err(EncodeError::Malformed)
+    RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))
 }
 
 /// `{update: collection, updates: [{q, u, upsert: true}, ...], ordered: false}`.
@@ -63,7 +63,7 @@ pub fn update_command<'a>(
     close(array, &mut out)?;
     out.extend_from_slice(&[0x08, b'o', b'r', b'd', b'e', b'r', b'e', b'd', 0, 0]);
     close(command, &mut out)?;
-    RawDocumentBuf::from_bytes(out).map_err(EncodeError::Malformed)
+    RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))
 }
 
 /// Appends `doc` as a BSON document.
@@ -114,7 +114,7 @@ fn fallback(key: &str, value: &Bson, out: &mut Vec<u8>) -> Result<(), EncodeErro
     let mut one = Document::new();
     one.insert(key, value.clone());
     let bytes = bson::to_vec(&one)
-        .map_err(|source| EncodeError::Fallback { key: key.to_string(), source })?;
+        .map_err(|e| EncodeError::Fallback { key: key.to_string(), source: Box::new(e) })?;
     // Drop the document's length prefix and trailing NUL: what is left is the element.
     out.extend_from_slice(&bytes[4..bytes.len() - 1]);
     Ok(())
