@@ -355,3 +355,112 @@ fn condition_matches(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::engine::strategy::ProjectionInfo;
+    use crate::engine::strategy::schema::parse;
+
+    const ER: &str = include_str!("../../../tests/fixtures/strategy/erSchema.json");
+    const PC: &str = include_str!("../../../tests/fixtures/strategy/projectionChangesSchema.json");
+
+    fn strategy(er: &str, pc: &str) -> AutomaticStrategy {
+        let p = |name: &str, fields: &[&str]| ProjectionInfo {
+            name: name.into(),
+            collection: name.into(),
+            fields: fields.iter().map(|f| f.to_string()).collect(),
+        };
+        let projections = [
+            p("pr_customers", &["customer_id", "name"]),
+            p("pr_orders", &["order_id", "customer_id", "customer_name"]),
+            p("pr_order_items", &["order_id", "line_no"]),
+        ];
+        parse((Path::new("er"), er), (Path::new("pc"), pc), &projections).unwrap()
+    }
+
+    #[test]
+    fn plain_equalities_become_one_in_without_absent_values() {
+        let s = strategy(ER, PC);
+        let items = &s.steps[0];
+        let sources = [
+            doc! {"order_id": "O-1", "line_no": 1},
+            doc! {"order_id": "O-1", "line_no": 2},
+            doc! {"order_id": "O-4"},
+            doc! {"line_no": 3},
+            doc! {"order_id": Bson::Null},
+        ];
+        let refs: Vec<&Document> = sources.iter().collect();
+        let want = doc! {"$and": [{"__STATE__": "PUBLIC"}, {"order_id": {"$in": ["O-1", "O-4"]}}]};
+        assert_eq!(filter(items, &refs), Some(want));
+        assert_eq!(filter(items, &refs[3..]), None);
+
+        let results = [doc! {"_id": 1, "order_id": "O-4"}, doc! {"_id": 2, "order_id": "O-1"}];
+        assert_eq!(attribute(items, &refs, &results), [vec![1], vec![1], vec![0], vec![], vec![]]);
+    }
+
+    #[test]
+    fn several_conditions_are_united_and_one_to_one_keeps_the_first_match() {
+        let er = r#"{"version": "1.0.0", "config": {"pr_orders": {"outgoing": {"pr_customers": {"conditions": {
+            "by_id": {"condition": {"customer_id": "customer_id"}},
+            "by_name": {"condition": {"$or": [{"name": "customer_name"}, {"name": "__string__[house]"}]}, "oneToMany": true}
+        }}}}}}"#;
+        let pc = r#"{"version": "1.0.0", "config": {"sv": {"paths": [
+            {"path": ["pr_orders", "pr_customers"], "identifier": {"id": "customer_id"}}]}}}"#;
+        let s = strategy(er, pc);
+        let step = &s.steps[0];
+        let sources = [
+            doc! {"customer_id": "C-1", "customer_name": "Ada"},
+            doc! {"customer_id": "C-2"},
+            doc! {},
+        ];
+        let refs: Vec<&Document> = sources.iter().collect();
+        let house = doc! {"$or": [{"name": {"$eq": "house"}}]};
+        let want = doc! {"$and": [{"__STATE__": "PUBLIC"}, {"$or": [
+            {"customer_id": {"$in": ["C-1", "C-2"]}},
+            {"$or": [{"name": {"$eq": "Ada"}}, {"name": {"$eq": "house"}}]},
+            house,
+        ]}]};
+        assert_eq!(filter(step, &refs), Some(want));
+
+        let results = [
+            doc! {"_id": 1, "customer_id": "C-1", "name": "Ada"},
+            doc! {"_id": 2, "customer_id": "C-1", "name": "Bob"},
+            doc! {"_id": 3, "customer_id": "C-3", "name": "house"},
+            doc! {"_id": 4, "customer_id": "C-2", "name": "Ada"},
+        ];
+        assert_eq!(attribute(step, &refs, &results), [vec![0, 2, 3], vec![2, 3], vec![2]]);
+        assert_eq!(step.fields, ["_id", "customer_id", "name"]);
+    }
+
+    #[test]
+    fn a_relation_waits_while_another_pending_one_can_feed_it() {
+        let s = strategy(ER, PC);
+        let mut walk = Walk::new(&s, 1);
+        let cursor = Cursor { start: 0, route: 0, pos: 0, doc: 0 };
+        walk.pending.extend([(0, vec![cursor]), (1, vec![cursor]), (2, vec![cursor])]);
+        assert_eq!(walk.ready(), [0, 2]);
+        walk.pending.remove(&0);
+        assert_eq!(walk.ready(), [1, 2]);
+    }
+
+    #[test]
+    fn identifiers_follow_the_mapping_order_and_drop_missing_values() {
+        let pc = r#"{"version": "1.0.0", "config": {"sv": {"paths": [
+            {"path": ["pr_orders"], "identifier": {"b": "order_id", "a": "customer_id"}}]}}}"#;
+        let s = strategy(ER, pc);
+        let mut walk = Walk::new(&s, 2);
+        walk.start(0, "pr_orders", doc! {"customer_id": "C-1", "order_id": "O-1"});
+        walk.start(0, "pr_orders", doc! {"order_id": "O-1", "customer_id": "C-1", "x": 1});
+        walk.start(1, "pr_orders", doc! {"order_id": "O-2", "customer_id": Bson::Null});
+        let ids: Vec<Vec<String>> = walk
+            .found
+            .iter()
+            .map(|v| v.iter().map(|i| format!("{} {}", i.single_view, i.identifier)).collect())
+            .collect();
+        assert_eq!(ids, [vec![r#"sv { "b": "O-1", "a": "C-1" }"#.to_string()], vec![]]);
+        assert!(walk.pending.is_empty());
+    }
+}
