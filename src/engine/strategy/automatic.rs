@@ -158,7 +158,8 @@ impl<'a> Walk<'a> {
             match get_path(base, field) {
                 Some(v) if *v != Bson::Null => identifier.insert(key.clone(), v.clone()),
                 _ => {
-                    tracing::warn!(single_view = %route.single_view, field = %field, "identifier dropped: the base document has no value for it");
+                    let sv = &route.single_view;
+                    tracing::warn!(single_view = %sv, %field, "identifier dropped: no value");
                     return;
                 }
             };
@@ -205,14 +206,16 @@ impl<'a> Walk<'a> {
     }
 
     fn intern(&mut self, projection: &str, document: Document) -> usize {
-        let id = document.get("_id").map(value_key).unwrap_or_default();
-        let key = (projection.to_string(), id);
-        if let Some(&i) = self.fetched.get(&key) {
+        let key = document.get("_id").map(|id| (projection.to_string(), value_key(id)));
+        if let Some(&i) = key.as_ref().and_then(|k| self.fetched.get(k)) {
             return i;
         }
         self.docs.push(document);
-        self.fetched.insert(key, self.docs.len() - 1);
-        self.docs.len() - 1
+        let index = self.docs.len() - 1;
+        if let Some(key) = key {
+            self.fetched.insert(key, index);
+        }
+        index
     }
 }
 

@@ -17,6 +17,10 @@ use super::{AutomaticStrategy, NamedCondition, ProjectionInfo, Route, Step};
 /// The only schema version there is.
 const VERSION: &str = "1.0.0";
 
+/// Why an identifier may not be a custom function (SPEC §4.4 step 3: LATER).
+const IDENTIFIER_FUNCTIONS: &str = "custom identifier functions (__fromFile__) are not \
+    supported; valid: {\"<single view field>\": \"<base projection field>\"}";
+
 /// Fields every projection document has (SPEC §1).
 const METADATA: [&str; 10] = [
     "_id",
@@ -297,7 +301,8 @@ impl Errors<'_> {
         sides: (Fields, Fields),
     ) -> Option<Cond> {
         if object.is_empty() {
-            let msg = "empty condition (it would match every document); valid: {\"<target field>\": \"<source field>\"}";
+            let msg = "empty condition (it would match every document); \
+                valid: {\"<target field>\": \"<source field>\"}";
             self.push(pointer, msg);
             return None;
         }
@@ -325,7 +330,8 @@ impl Errors<'_> {
         }
         if key.starts_with('$') {
             let msg = format!(
-                "unsupported operator {key:?} here; valid: \"$or\", \"$and\" or a field of the target"
+                "unsupported operator {key:?} here; \
+                valid: \"$or\", \"$and\" or a field of the target"
             );
             self.push(pointer, msg);
             return None;
@@ -333,44 +339,54 @@ impl Errors<'_> {
         if let Err(msg) = sides.1.check(key) {
             self.push(pointer, msg);
         }
-        let target = key.to_string();
         let Value::Object(ops) = value else {
             let operand = self.operand(pointer, value, sides.0)?;
-            return Some(Cond::Cmp { target, op: Op::Eq, operand });
+            return Some(Cond::Cmp { target: key.to_string(), op: Op::Eq, operand });
         };
         if ops.is_empty() {
             self.push(pointer, "empty operator object; valid: {\"$eq\": ...} and the like");
+            return None;
         }
-        let mut parts = Vec::new();
-        for (op, v) in ops {
-            let here = at(pointer, op);
-            let target = target.clone();
-            let part = match (Op::from_key(op), op.as_str(), v) {
-                (Some(op), _, _) => {
-                    self.operand(&here, v, sides.0).map(|operand| Cond::Cmp { target, op, operand })
-                }
-                (None, "$in" | "$nin", Value::Array(items)) => {
-                    let operands: Vec<Option<Operand>> = items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, v)| self.operand(&at(&here, i), v, sides.0))
-                        .collect();
-                    let negate = op == "$nin";
-                    operands.into_iter().collect::<Option<_>>().map(|operands| Cond::In {
-                        target,
-                        negate,
-                        operands,
-                    })
-                }
-                _ => {
-                    self.push(&here, format!("unsupported operator {op:?}; valid: $eq, $ne, $gt, $gte, $lt, $lte, or $in / $nin with an array"));
-                    None
-                }
-            };
-            parts.push(part);
+        let parts: Vec<Option<Cond>> = ops
+            .iter()
+            .map(|(op, v)| self.operator(&at(pointer, op), key, op, v, sides.0))
+            .collect();
+        parts.into_iter().collect::<Option<Vec<_>>>().map(Cond::And)
+    }
+
+    /// `{target: {op: value}}`.
+    fn operator(
+        &mut self,
+        pointer: &str,
+        target: &str,
+        op: &str,
+        value: &Value,
+        source: Fields,
+    ) -> Option<Cond> {
+        let target = target.to_string();
+        match (Op::from_key(op), value) {
+            (Some(op), _) => {
+                let operand = self.operand(pointer, value, source)?;
+                Some(Cond::Cmp { target, op, operand })
+            }
+            (None, Value::Array(items)) if op == "$in" || op == "$nin" => {
+                let operands: Vec<Option<Operand>> = items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| self.operand(&at(pointer, i), v, source))
+                    .collect();
+                let operands = operands.into_iter().collect::<Option<_>>()?;
+                Some(Cond::In { target, negate: op == "$nin", operands })
+            }
+            _ => {
+                let msg = format!(
+                    "unsupported operator {op:?}; \
+                    valid: $eq, $ne, $gt, $gte, $lt, $lte, or $in / $nin with an array"
+                );
+                self.push(pointer, msg);
+                None
+            }
         }
-        let parts = parts.into_iter().collect::<Option<Vec<_>>>()?;
-        (!parts.is_empty()).then_some(Cond::And(parts))
     }
 
     fn logical(
@@ -457,7 +473,8 @@ impl Errors<'_> {
     ) -> Option<&'p ProjectionInfo> {
         let pointer = at(pointer, "path");
         if path.is_empty() {
-            let msg = "empty path; valid: the projections from a changed one to the base projection, e.g. [\"pr_items\", \"pr_orders\"]";
+            let msg = "empty path; valid: the projections from a changed one to the base \
+                projection, e.g. [\"pr_items\", \"pr_orders\"]";
             self.push(&pointer, msg);
             return None;
         }
@@ -490,7 +507,9 @@ impl Errors<'_> {
         self.push(
             pointer,
             format!(
-                "no relation {from} -> {to} in the ER schema (config.{from}.outgoing.{to}); relations must be declared in the direction the strategy walks, towards the base projection; {from} has relations to: [{}]",
+                "no relation {from} -> {to} in the ER schema (config.{from}.outgoing.{to}); \
+                relations must be declared in the direction the strategy walks, towards the \
+                base projection; {from} has relations to: [{}]",
                 declared.join(", ")
             ),
         );
@@ -506,11 +525,13 @@ impl Errors<'_> {
         let object = match value {
             Value::Object(o) if !o.is_empty() => o,
             Value::String(s) if s.starts_with("__fromFile__") => {
-                self.push(pointer, "custom identifier functions (__fromFile__) are not supported; valid: {\"<single view field>\": \"<base projection field>\"}");
+                self.push(pointer, IDENTIFIER_FUNCTIONS);
                 return Vec::new();
             }
             _ => {
-                self.push(pointer, "expected a non-empty object {\"<single view field>\": \"<base projection field>\"}");
+                let msg = "expected a non-empty object \
+                    {\"<single view field>\": \"<base projection field>\"}";
+                self.push(pointer, msg);
                 return Vec::new();
             }
         };
