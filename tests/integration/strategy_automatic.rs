@@ -281,3 +281,34 @@ async fn strategy_empty_schemas_yield_no_identifiers_and_read_nothing() {
     assert!(!strategy.covers("pr_order_items"));
     db.drop().await.unwrap();
 }
+
+#[tokio::test]
+async fn strategy_more_than_a_thousand_sources_are_split_and_attributed_across_finds() {
+    let name = unique_database("strategy_chunks");
+    let recorder = Recorder::new(&name).await;
+    let db = seeded(&recorder.client, &name).await;
+    recorder.take();
+    let orders = ["O-1", "O-9", "O-4"];
+    let starts: Vec<Start> = (0..1200)
+        .map(|k| Start {
+            projection: "pr_order_items".into(),
+            documents: vec![item(orders[k % 3], 100 + k as i32, 1)],
+        })
+        .collect();
+    let found = worked_example().identifiers(&db, &starts).await.unwrap();
+
+    let collections: Vec<String> =
+        recorder.take().iter().map(|f| f.get_str("find").unwrap().to_string()).collect();
+    assert_eq!(collections, ["orders", "orders", "customers"], "1000 + 200 items, then 2 orders");
+    for (k, found) in found.iter().enumerate() {
+        let want: Vec<String> = match orders[k % 3] {
+            "O-9" => vec![],
+            o => vec![
+                r#"sv_customers { "customerId": "C-7" }"#.to_string(),
+                format!(r#"sv_orders {{ "orderId": "{o}" }}"#),
+            ],
+        };
+        assert_eq!(shown(found), want, "start {k}");
+    }
+    db.drop().await.unwrap();
+}
