@@ -9,5 +9,6 @@ pub mod dead_letter;
 pub mod encode;
 pub mod kafka;
 pub mod projection;
+pub mod strategy;
 pub mod telemetry;
 pub mod writer;
