@@ -5,6 +5,7 @@
 //! against one read of their keys' stored documents (submodule `precheck`); the ones that fail
 //! are not sent. Also creates / verifies the primary-key unique index.
 
+mod images;
 mod precheck;
 
 use std::borrow::Borrow;
@@ -18,6 +19,7 @@ use mongodb::{Database, IndexModel};
 
 use crate::engine::encode;
 use crate::engine::projection::{Projection, Statement};
+pub use images::Images;
 use precheck::{Stored, Verdict};
 
 /// The name of the unique primary-key index (the Fast Data console's name).
@@ -77,6 +79,14 @@ pub enum WriterError {
         collection: String,
         /// The driver's error.
         source: mongodb::error::Error,
+    },
+    /// Replaying a statement on its stored document (for the outputs' images) failed.
+    #[error("replaying an update of {collection} for its images failed: {reason}")]
+    Replay {
+        /// The collection.
+        collection: String,
+        /// Why.
+        reason: String,
     },
     /// Listing the indexes of a collection failed.
     #[error("listing the indexes of {collection} failed: {source}")]
@@ -152,6 +162,40 @@ pub async fn execute(
     projection: &Projection,
     statements: &[Statement],
 ) -> Result<Vec<Outcome>, WriterError> {
+    Ok(execute_sent(db, projection, statements).await?.into_iter().map(|s| s.outcome).collect())
+}
+
+/// [`execute`], plus the before and after images of every applied statement (for the
+/// outputs): the stored documents of the statements' keys are read first (one `find`), and
+/// each statement's effect is replayed on them in memory from its outcome (module `images`).
+pub async fn execute_with_images(
+    db: &Database,
+    projection: &Projection,
+    statements: &[Statement],
+) -> Result<(Vec<Outcome>, Vec<Option<Images>>), WriterError> {
+    let stored = images::read_before(db, projection, statements).await?;
+    let sent = execute_sent(db, projection, statements).await?;
+    let images = images::replay(projection, statements, &sent, stored)?;
+    Ok((sent.into_iter().map(|s| s.outcome).collect(), images))
+}
+
+/// A statement's outcome and, for an upsert that created its document, the new `_id`.
+pub(crate) struct Sent {
+    pub(crate) outcome: Outcome,
+    pub(crate) upserted_id: Option<Bson>,
+}
+
+impl Sent {
+    fn of(outcome: Outcome) -> Self {
+        Sent { outcome, upserted_id: None }
+    }
+}
+
+async fn execute_sent(
+    db: &Database,
+    projection: &Projection,
+    statements: &[Statement],
+) -> Result<Vec<Sent>, WriterError> {
     if !statements.iter().any(|s| matches!(s, Statement::Checked(_))) {
         return send(db, projection, statements).await;
     }
@@ -169,11 +213,13 @@ pub async fn execute(
     for verdict in verdicts {
         outcomes.push(match verdict {
             // `send` gives one outcome per statement; a missing one is never taken as done.
-            Verdict::Send => sent.next().unwrap_or_else(|| Outcome::Failed {
-                code: "WRITE_FAILED",
-                message: "no outcome in MongoDB's reply".into(),
+            Verdict::Send => sent.next().unwrap_or_else(|| {
+                Sent::of(Outcome::Failed {
+                    code: "WRITE_FAILED",
+                    message: "no outcome in MongoDB's reply".into(),
+                })
             }),
-            Verdict::Fail { code, message } => Outcome::Failed { code, message },
+            Verdict::Fail { code, message } => Sent::of(Outcome::Failed { code, message }),
         });
     }
     Ok(outcomes)
@@ -237,7 +283,7 @@ async fn send<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
     statements: &[S],
-) -> Result<Vec<Outcome>, WriterError> {
+) -> Result<Vec<Sent>, WriterError> {
     let mut outcomes = Vec::with_capacity(statements.len());
     let mut start = 0;
     while start < statements.len() {
@@ -261,17 +307,18 @@ async fn run_updates<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
     run: &[S],
-) -> Result<Vec<Outcome>, WriterError> {
+) -> Result<Vec<Sent>, WriterError> {
     let command = update_command(&projection.collection, run)?;
     let reply = db.run_raw_command(command).await.map_err(|source| WriterError::Command {
         command: "update",
         collection: projection.collection.clone(),
         source,
     })?;
-    let mut outcomes = vec![Outcome::Updated; run.len()];
+    let mut outcomes: Vec<Sent> = (0..run.len()).map(|_| Sent::of(Outcome::Updated)).collect();
     for upserted in reply.get_array("upserted").map(|a| a.as_slice()).unwrap_or_default() {
-        if let Some(i) = upserted.as_document().and_then(index_of) {
-            outcomes[i] = Outcome::Inserted;
+        let Some(entry) = upserted.as_document() else { continue };
+        if let Some(sent) = index_of(entry).and_then(|i| outcomes.get_mut(i)) {
+            *sent = Sent { outcome: Outcome::Inserted, upserted_id: entry.get("_id").cloned() };
         }
     }
     let pk = projection.primary_key_targets();
@@ -282,7 +329,8 @@ async fn run_updates<S: Borrow<Statement>>(
         let on_primary_key = error
             .get_document("keyPattern")
             .is_ok_and(|pattern| pattern.keys().map(String::as_str).eq(pk.iter().copied()));
-        outcomes[i] = if code == 11000 && on_primary_key {
+        let Some(sent) = outcomes.get_mut(i) else { continue };
+        *sent = Sent::of(if code == 11000 && on_primary_key {
             Outcome::Stale
         } else {
             Outcome::Failed {
@@ -292,7 +340,7 @@ async fn run_updates<S: Borrow<Statement>>(
                     error.get_str("errmsg").unwrap_or_default()
                 ),
             }
-        };
+        });
     }
     Ok(outcomes)
 }
@@ -301,7 +349,7 @@ async fn run_deletes<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
     run: &[S],
-) -> Result<Vec<Outcome>, WriterError> {
+) -> Result<Vec<Sent>, WriterError> {
     let mut outcomes = Vec::with_capacity(run.len());
     // One command per delete: the reply only counts deletions, and each outcome matters.
     for statement in run {
@@ -316,7 +364,7 @@ async fn run_deletes<S: Borrow<Statement>>(
             collection: projection.collection.clone(),
             source,
         })?;
-        outcomes.push(Outcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 });
+        outcomes.push(Sent::of(Outcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 }));
     }
     Ok(outcomes)
 }
