@@ -46,6 +46,178 @@ pub struct EngineConfig {
     /// Health, metrics and logs.
     #[serde(default)]
     pub telemetry: Telemetry,
+    /// What the worker announces after each applied write (SPEC §4); nothing when absent.
+    #[serde(default)]
+    pub outputs: Outputs,
+    /// Users' JavaScript functions (custom casts, adapter, strategies), run sandboxed.
+    #[serde(default)]
+    pub functions: Functions,
+}
+
+/// The outputs of applied writes (SPEC §4). Each is off unless configured.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Outputs {
+    /// pr-update events on Kafka (SPEC §4.1), for the projections listed.
+    #[serde(default)]
+    pub projection_updates: Option<ProjectionUpdates>,
+    /// Projection-change documents in MongoDB (SPEC §4.2), from the strategies' results.
+    #[serde(default)]
+    pub projection_changes: Option<ProjectionChanges>,
+    /// sv-trigger messages on Kafka (SPEC §4.3), from the strategies' results.
+    #[serde(default)]
+    pub single_view_trigger: Option<SingleViewTrigger>,
+    /// How a changed projection becomes the identifiers of the single views to rebuild
+    /// (SPEC §4.4); used by projection changes and sv-trigger.
+    #[serde(default)]
+    pub strategies: Strategies,
+}
+
+/// pr-update events (SPEC §4.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectionUpdates {
+    /// Projection name -> the topic its events go to; projections not listed emit none.
+    pub topics: BTreeMap<String, String>,
+    /// Compression of the produced events.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// Compression of produced events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Compression {
+    /// Uncompressed.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+impl Compression {
+    /// librdkafka's `compression.type` value.
+    pub fn librdkafka(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Projection changes in MongoDB (SPEC §4.2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectionChanges {
+    /// The collection, by convention `fd-pc-<system of record>`.
+    pub collection: String,
+}
+
+/// sv-trigger messages (SPEC §4.3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SingleViewTrigger {
+    /// The topic; `{singleView}` is replaced by the single view's name, e.g.
+    /// `acme.dev.crm.{singleView}.sv-trigger`.
+    pub topic: String,
+}
+
+/// Strategies (SPEC §4.4).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Strategies {
+    /// The automatic (low-code) strategy: the ER schema walked from the changed projection.
+    #[serde(default)]
+    pub automatic: Option<AutomaticStrategies>,
+    /// Custom strategies: projection name -> single view -> the name of a JavaScript function
+    /// in `functions.files` (`__fromFile__[name]` accepted too).
+    #[serde(default)]
+    pub custom: BTreeMap<String, BTreeMap<String, String>>,
+    /// Longest run of one strategy for one batch, in ms; beyond it the batch is retried, and
+    /// after 3 attempts the message is a `STRATEGY_TIMEOUT` error.
+    #[serde(default = "Strategies::default_max_exec_time_ms")]
+    pub max_exec_time_ms: u32,
+}
+
+impl Strategies {
+    fn default_max_exec_time_ms() -> u32 {
+        5000
+    }
+
+    /// Whether any strategy is configured.
+    pub fn any(&self) -> bool {
+        self.automatic.is_some() || !self.custom.is_empty()
+    }
+}
+
+impl Default for Strategies {
+    fn default() -> Self {
+        Strategies {
+            automatic: None,
+            custom: BTreeMap::new(),
+            max_exec_time_ms: Self::default_max_exec_time_ms(),
+        }
+    }
+}
+
+/// The files of the automatic strategy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AutomaticStrategies {
+    /// Path of `erSchema.json`.
+    pub er_schema: String,
+    /// Path of `projectionChangesSchema.json`.
+    pub projection_changes_schema: String,
+}
+
+/// Users' JavaScript functions, run in an embedded sandbox (no file, network or process
+/// access) with a time and memory limit per call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Functions {
+    /// Function name -> path of its CommonJS file (`module.exports = function ...`).
+    #[serde(default)]
+    pub files: BTreeMap<String, String>,
+    /// Longest run of one cast or adapter call, in ms (strategies use
+    /// `outputs.strategies.maxExecTimeMs`).
+    #[serde(default = "Functions::default_time_limit_ms")]
+    pub time_limit_ms: u32,
+    /// Most memory the functions' JavaScript heap may use, in MiB.
+    #[serde(default = "Functions::default_memory_limit_mib")]
+    pub memory_limit_mib: u32,
+}
+
+impl Functions {
+    fn default_time_limit_ms() -> u32 {
+        1000
+    }
+    fn default_memory_limit_mib() -> u32 {
+        64
+    }
+}
+
+impl Default for Functions {
+    fn default() -> Self {
+        Functions {
+            files: BTreeMap::new(),
+            time_limit_ms: Self::default_time_limit_ms(),
+            memory_limit_mib: Self::default_memory_limit_mib(),
+        }
+    }
+}
+
+/// `name` from `__fromFile__[name]`, or `name` itself.
+pub fn function_name(reference: &str) -> &str {
+    reference.strip_prefix("__fromFile__[").and_then(|r| r.strip_suffix(']')).unwrap_or(reference)
 }
 
 /// Kafka connection and consumer settings.

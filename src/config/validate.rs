@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::{
-    AdapterConfig, AdapterKind, DeleteMechanism, EngineConfig, ErrorPolicy, FieldConfig,
-    KafkaProtocol, KafkaSecurity, ProjectionConfig, SecretSource, Tuning,
+    AdapterConfig, AdapterKind, DeleteMechanism, EngineConfig, ErrorPolicy, FieldConfig, Functions,
+    KafkaProtocol, KafkaSecurity, ProjectionConfig, SecretSource, Tuning, function_name,
 };
 use crate::engine::cast::Cast;
 
@@ -89,7 +89,145 @@ impl EngineConfig {
         }
         tuning(&mut errors, &self.tuning);
         self.validate_telemetry(&mut errors);
+        self.validate_outputs(&mut errors);
+        self.validate_functions(&mut errors);
         errors.0
+    }
+
+    /// Whether `topic` is already used for something else (ingestion or dead letters).
+    fn topic_in_use(&self, topic: &str) -> Option<&'static str> {
+        if self.projections.iter().any(|p| p.topics.iter().any(|t| t == topic)) {
+            return Some("an ingestion topic");
+        }
+        match &self.error_policy {
+            ErrorPolicy::DeadLetter { topic: dlq } if dlq == topic => Some("the dead-letter topic"),
+            _ => None,
+        }
+    }
+
+    fn validate_outputs(&self, errors: &mut Errors) {
+        let o = &self.outputs;
+        let known = |name: &str| self.projections.iter().any(|p| p.name == name);
+        let names =
+            || self.projections.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ");
+        if let Some(pu) = &o.projection_updates {
+            if pu.topics.is_empty() {
+                errors
+                    .add("outputs.projectionUpdates.topics", "list at least one projection: topic");
+            }
+            for (projection, topic) in &pu.topics {
+                let path = format!("outputs.projectionUpdates.topics.{projection}");
+                if !known(projection) {
+                    errors.add(
+                        &path,
+                        format!("no projection {projection:?}; projections are: {}", names()),
+                    );
+                }
+                self.output_topic(errors, &path, topic);
+            }
+        }
+        if let Some(pc) = &o.projection_changes {
+            let path = "outputs.projectionChanges.collection";
+            if let Err(why) = collection_name(&pc.collection) {
+                errors.add(path, why);
+            } else if self
+                .projections
+                .iter()
+                .any(|p| p.collection.as_deref().unwrap_or(&p.name) == pc.collection)
+            {
+                errors.add(
+                    path,
+                    format!(
+                        "{:?} is a projection's collection; use one of its own (e.g. fd-pc-{})",
+                        pc.collection, self.system_of_record
+                    ),
+                );
+            }
+        }
+        if let Some(sv) = &o.single_view_trigger {
+            self.output_topic(errors, "outputs.singleViewTrigger.topic", &sv.topic);
+        }
+        let st = &o.strategies;
+        let consumers = o.projection_changes.is_some() || o.single_view_trigger.is_some();
+        if st.any() && !consumers {
+            errors.add("outputs.strategies", "strategies run only for outputs.projectionChanges or outputs.singleViewTrigger; configure one of them");
+        }
+        if consumers && !st.any() {
+            errors.add("outputs.strategies", "projection changes and sv-trigger need a strategy: set automatic (erSchema + projectionChangesSchema) or custom");
+        }
+        if let Some(a) = &st.automatic {
+            for (field, path) in [
+                ("erSchema", &a.er_schema),
+                ("projectionChangesSchema", &a.projection_changes_schema),
+            ] {
+                if path.trim().is_empty() {
+                    errors.add(
+                        format!("outputs.strategies.automatic.{field}"),
+                        "the file path must not be empty",
+                    );
+                }
+            }
+        }
+        for (projection, views) in &st.custom {
+            let path = format!("outputs.strategies.custom.{projection}");
+            if !known(projection) {
+                errors.add(
+                    &path,
+                    format!("no projection {projection:?}; projections are: {}", names()),
+                );
+            }
+            for (view, function) in views {
+                self.function_ref(errors, &format!("{path}.{view}"), function);
+            }
+        }
+        if !(10..=600_000).contains(&st.max_exec_time_ms) {
+            errors.add(
+                "outputs.strategies.maxExecTimeMs",
+                format!("{} is outside 10..=600000", st.max_exec_time_ms),
+            );
+        }
+    }
+
+    fn output_topic(&self, errors: &mut Errors, path: &str, topic: &str) {
+        if topic.trim().is_empty() {
+            errors.add(path, "the topic must not be empty");
+        } else if let Some(what) = self.topic_in_use(topic) {
+            errors.add(path, format!("{topic:?} is {what}; outputs need a topic of their own"));
+        }
+    }
+
+    /// A reference to a function of `functions.files` (`name` or `__fromFile__[name]`).
+    fn function_ref(&self, errors: &mut Errors, path: &str, reference: &str) {
+        let name = function_name(reference);
+        if !self.functions.files.contains_key(name) {
+            let known: Vec<&str> = self.functions.files.keys().map(String::as_str).collect();
+            errors.add(
+                path,
+                format!(
+                    "no function {name:?} in functions.files (known: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                ),
+            );
+        }
+    }
+
+    fn validate_functions(&self, errors: &mut Errors) {
+        let f = &self.functions;
+        for (name, file) in &f.files {
+            if name.trim().is_empty() || file.trim().is_empty() {
+                errors.add(format!("functions.files.{name}"), "needs a name and a file path");
+            }
+        }
+        if !(1..=60_000).contains(&f.time_limit_ms) {
+            errors
+                .add("functions.timeLimitMs", format!("{} is outside 1..=60000", f.time_limit_ms));
+        }
+        if !(1..=4096).contains(&f.memory_limit_mib) {
+            errors.add(
+                "functions.memoryLimitMib",
+                format!("{} is outside 1..=4096", f.memory_limit_mib),
+            );
+        }
     }
 
     fn validate_telemetry(&self, errors: &mut Errors) {
@@ -199,7 +337,7 @@ impl EngineConfig {
             if let Some(a) = &p.adapter {
                 adapter(errors, &format!("{path}.adapter"), a);
             }
-            fields(errors, &path, p);
+            fields(errors, &path, p, &self.functions);
         }
     }
 }
@@ -265,7 +403,7 @@ fn adapter(errors: &mut Errors, path: &str, a: &AdapterConfig) {
     }
 }
 
-fn fields(errors: &mut Errors, path: &str, p: &ProjectionConfig) {
+fn fields(errors: &mut Errors, path: &str, p: &ProjectionConfig, functions: &Functions) {
     if !p.fields.iter().any(|f| f.primary_key) {
         errors.add(format!("{path}.fields"), "at least one field needs primaryKey: true");
     }
@@ -284,8 +422,11 @@ fn fields(errors: &mut Errors, path: &str, p: &ProjectionConfig) {
             let field = if f.target.is_some() { "target" } else { "name" };
             errors.add(format!("{fpath}.{field}"), why);
         }
-        if let Err(e) = f.cast.parse::<Cast>() {
-            errors.add(format!("{fpath}.cast"), e.to_string());
+        if let Err(e) = f.cast.parse::<Cast>()
+            && !functions.files.contains_key(function_name(&f.cast))
+        {
+            let message = format!("{e}; or a JavaScript cast named in functions.files");
+            errors.add(format!("{fpath}.cast"), message);
         }
         primary_key_rules(errors, &fpath, f);
     }
@@ -418,6 +559,67 @@ errorPolicy:
         assert!(c.writes.upsert && c.writes.stale_guard && c.writes.ensure_indexes);
         assert_eq!(c.projections[0].fields[2].cast, "castToInteger");
         assert_eq!(c.telemetry.port, 9464);
+    }
+
+    /// The good config plus `extra` top-level YAML.
+    fn with(extra: &str) -> EngineConfig {
+        parse(&format!("{GOOD}{extra}"))
+    }
+
+    #[test]
+    fn outputs_and_functions_name_their_field_paths() {
+        let good = with(
+            r#"
+outputs:
+  projectionUpdates: { topics: { pr_customers: crm.pr-update } }
+  projectionChanges: { collection: fd-pc-crm }
+  singleViewTrigger: { topic: "acme.{singleView}.sv-trigger" }
+  strategies:
+    automatic: { erSchema: /s/er.json, projectionChangesSchema: /s/pc.json }
+    custom: { pr_customers: { sv_x: "__fromFile__[svX]" } }
+functions:
+  files: { svX: /f/svX.js, myCast: /f/myCast.js }
+"#,
+        );
+        assert_eq!(good.validate(), vec![]);
+        let bad = with(
+            r#"
+outputs:
+  projectionUpdates: { topics: { pr_nope: acme.dev.crm.pr_customers.ingestion } }
+  projectionChanges: { collection: pr_customers }
+  strategies:
+    custom: { pr_customers: { sv_x: missing } }
+    maxExecTimeMs: 1
+functions:
+  files: { f: /f.js }
+  memoryLimitMib: 0
+"#,
+        );
+        let errors = bad.validate();
+        let at = |path: &str| {
+            errors.iter().filter(|e| e.path == path).map(|e| e.message.clone()).collect::<Vec<_>>()
+        };
+        let pu = at("outputs.projectionUpdates.topics.pr_nope");
+        assert!(pu[0].contains("no projection \"pr_nope\"") && pu[0].contains("pr_customers"));
+        assert!(pu[1].contains("an ingestion topic"), "{pu:?}");
+        assert!(at("outputs.projectionChanges.collection")[0].contains("fd-pc-crm"));
+        let custom = at("outputs.strategies.custom.pr_customers.sv_x");
+        assert!(custom[0].contains("no function \"missing\"") && custom[0].contains("known: f"));
+        assert_eq!(at("outputs.strategies.maxExecTimeMs").len(), 1);
+        assert_eq!(at("functions.memoryLimitMib").len(), 1);
+        let no_consumer = with(
+            "outputs: { strategies: { custom: { pr_customers: { v: f } } } }\nfunctions: { files: { f: /f.js } }",
+        );
+        assert_eq!(paths(&no_consumer), ["outputs.strategies"]);
+        let no_strategy = with("outputs: { projectionChanges: { collection: fd-pc-crm } }");
+        assert_eq!(paths(&no_strategy), ["outputs.strategies"]);
+        let js_cast = GOOD.replace("cast: castToInteger", "cast: myCast")
+            + "functions: { files: { myCast: /f/c.js } }";
+        assert_eq!(parse(&js_cast).validate(), vec![]);
+        let unknown_cast = GOOD.replace("cast: castToInteger", "cast: myCast");
+        let errors = parse(&unknown_cast).validate();
+        assert_eq!(errors[0].path, "projections[0].fields[2].cast");
+        assert!(errors[0].message.contains("or a JavaScript cast named in functions.files"));
     }
 
     #[test]

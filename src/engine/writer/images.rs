@@ -91,12 +91,11 @@ pub(super) fn replay(
                 Some(Images { change: Change::Delete, before, after: None })
             }
             (Statement::Upsert { update, .. }, Outcome::Inserted | Outcome::Updated) => {
-                let update = Document::try_from(update.as_ref()).map_err(|e| {
-                    WriterError::Replay {
+                let update =
+                    Document::try_from(update.as_ref()).map_err(|e| WriterError::Replay {
                         collection: projection.collection.clone(),
                         reason: e.to_string(),
-                    }
-                })?;
+                    })?;
                 let after = apply(&key, before.as_ref(), &update, sent);
                 let change = change_of(before.as_ref(), &after);
                 stored.insert(id, after.clone());
@@ -221,7 +220,9 @@ mod tests {
         assert_eq!(first.before, None);
         assert_eq!(
             first.after,
-            Some(doc! { "_id": 7_i32, "id": "a", "n": "one", "__STATE__": "PUBLIC", "createdAt": 1_i32 })
+            Some(
+                doc! { "_id": 7_i32, "id": "a", "n": "one", "__STATE__": "PUBLIC", "createdAt": 1_i32 }
+            )
         );
         let second = images[1].as_ref().unwrap();
         assert_eq!((second.change, &second.before), (Change::Update, &first.after));
