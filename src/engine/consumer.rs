@@ -23,12 +23,13 @@ use tracing::{error, info, warn};
 
 use crate::config::{AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError};
 use crate::engine::adapter::{Adapted, Adapter, PrimaryKey, Record, Skip};
+use crate::engine::announce::{self, AnnounceError, Announcer, Applied};
 use crate::engine::context::{EngineContext, Halts};
 use crate::engine::dead_letter::{self, DeadLetter, DeadLetterError};
 use crate::engine::kafka::consumer_config;
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use crate::engine::telemetry::{BatchCounts, KindLabel, ReasonLabel, Telemetry, TelemetryError};
-use crate::engine::writer::{self, Outcome};
+use crate::engine::writer::{self, Images, Outcome};
 
 /// Why the engine could not start or had to stop.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +55,9 @@ pub enum EngineError {
     /// The final commit at shutdown failed.
     #[error("final commit: {0}")]
     CommitOnShutdown(KafkaError),
+    /// The outputs could not be set up (schemas, functions, producer).
+    #[error("outputs: {0}")]
+    Outputs(AnnounceError),
 }
 
 /// A projection with its adapter.
@@ -133,6 +137,8 @@ pub struct Engine {
     telemetry: Arc<Telemetry>,
     halts: Arc<Halts>,
     dead_letter: Option<DeadLetter>,
+    /// The outputs (SPEC §4), when configured.
+    announcer: Option<Announcer>,
     /// Turns true once shutdown is asked for.
     shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
@@ -206,6 +212,8 @@ impl Engine {
             }
             _ => None,
         };
+        let announcer = Announcer::new(&config, db.clone(), Arc::clone(&telemetry))
+            .map_err(EngineError::Outputs)?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Engine {
             config,
@@ -216,6 +224,7 @@ impl Engine {
             telemetry,
             halts,
             dead_letter,
+            announcer,
             shutdown,
             shutdown_tx,
         })
@@ -279,6 +288,23 @@ impl Engine {
                 }
             }
         }
+        self.ensure_output_indexes().await
+    }
+
+    /// Creates the projection-changes indexes (when that output is on), retrying with
+    /// back-off; false when shutdown came first.
+    async fn ensure_output_indexes(&self) -> bool {
+        let Some(announcer) = &self.announcer else { return true };
+        let mut backoff = Duration::from_millis(200);
+        while let Err(e) = announcer.ensure_indexes().await {
+            self.telemetry.health.failing("mongodb indexes");
+            error!(error = %e, retry_in_ms = backoff.as_millis() as u64, "cannot ensure the projection-changes indexes; not consuming until they exist");
+            if !self.sleep_unless_shutdown(backoff).await {
+                return false;
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(30));
+        }
+        self.telemetry.health.recovered("mongodb indexes");
         true
     }
 
@@ -482,13 +508,7 @@ impl Engine {
             Ok(Adapted::Skip(skip)) => return Ok(Err(skip)),
             Err(e) => return Err((e.code(), e.to_string())),
         };
-        let source = Source {
-            topic: msg.topic().to_string(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
-            key: parse_kafka_key(msg.key()),
-        };
+        let source = source_of(msg);
         let mapped =
             t.projection.map(&change, &source, now).map_err(|e| (e.code(), e.to_string()))?;
         for field in mapped.unknown_fields {
@@ -503,10 +523,14 @@ impl Engine {
     /// Writes the batch, applies the error policy to what failed, stores the offsets and
     /// publishes the batch's metrics; false when shutdown interrupted a retry.
     async fn write_and_finish(&self, batch: &[OwnedMessage], mut prepared: Prepared) -> bool {
-        let Some(outcomes) = self.write_with_retry(&prepared.statements).await else {
+        let Some(written) = self.write_with_retry(&prepared.statements).await else {
             return false;
         };
+        let (outcomes, images): (Vec<_>, Vec<_>) = written.into_iter().unzip();
         self.collect_outcomes(batch, &mut prepared, outcomes);
+        if !self.announce(batch, &mut prepared, &images).await {
+            return false;
+        }
         if !self.apply_policy(batch, &mut prepared).await {
             return false;
         }
@@ -573,6 +597,104 @@ impl Engine {
             }
         }
         prepared.failures.sort_by_key(|f| f.index);
+    }
+
+    /// Announces the batch's applied writes (SPEC §4), retried with back-off until every
+    /// output is acknowledged; a message a strategy failed becomes a failure for the error
+    /// policy. False when shutdown interrupted a retry.
+    async fn announce(
+        &self,
+        batch: &[OwnedMessage],
+        prepared: &mut Prepared,
+        images: &[Vec<Option<Images>>],
+    ) -> bool {
+        let Some(announcer) = &self.announcer else { return true };
+        let groups = self.groups_per_target();
+        let mut writes: Vec<(usize, usize, &Images)> = Vec::new();
+        for (group, group_images) in images.iter().enumerate() {
+            for (&i, image) in prepared.origins[group].iter().zip(group_images) {
+                if let (Some(image), Fate::Written { applied: true }) = (image, prepared.fates[i]) {
+                    writes.push((i, group / groups, image));
+                }
+            }
+        }
+        if writes.is_empty() {
+            return true;
+        }
+        // Message order; a PK change's delete before its insert.
+        writes.sort_by_key(|(i, _, image)| (*i, image.change != writer::Change::Delete));
+        let sources: HashMap<usize, Source> =
+            writes.iter().map(|(i, _, _)| (*i, source_of(&batch[*i]))).collect();
+        let keys: Vec<Vec<String>> = self
+            .targets
+            .iter()
+            .map(|t| t.projection.primary_key_targets().into_iter().map(String::from).collect())
+            .collect();
+        let applied: Vec<Applied<'_>> = writes
+            .iter()
+            .filter_map(|(i, target, images)| {
+                Some(Applied {
+                    message: *i,
+                    projection: &self.targets[*target].name,
+                    primary_keys: &keys[*target],
+                    images,
+                    source: sources.get(i)?,
+                })
+            })
+            .collect();
+        let Some(failures) = self.announce_with_retry(announcer, &applied).await else {
+            return false;
+        };
+        let dead_letter = self.dead_letter.is_some();
+        for f in failures {
+            let target = applied.iter().find(|a| a.message == f.message).and_then(|a| {
+                self.targets.iter().position(|t| t.name == a.projection)
+            });
+            prepared.fates[f.message] = Fate::Failed;
+            let msg = &batch[f.message];
+            if !dead_letter {
+                let tp = (msg.topic().to_string(), msg.partition());
+                let first = prepared.blocked.entry(tp).or_insert(msg.offset());
+                *first = (*first).min(msg.offset());
+            }
+            prepared.failures.push(MessageFailure {
+                index: f.message,
+                target,
+                code: f.code,
+                reason: f.reason,
+            });
+        }
+        prepared.failures.sort_by_key(|f| f.index);
+        true
+    }
+
+    async fn announce_with_retry(
+        &self,
+        announcer: &Announcer,
+        applied: &[Applied<'_>],
+    ) -> Option<Vec<announce::Failure>> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match announcer.announce(applied).await {
+                Ok(failures) => {
+                    self.telemetry.health.recovered("outputs");
+                    return Some(failures);
+                }
+                Err(e) => {
+                    self.telemetry.health.failing("outputs");
+                    self.telemetry
+                        .metrics
+                        .transient_retries
+                        .get_or_create(&KindLabel { kind: "outputs" })
+                        .inc();
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outputs failed; announcing the batch again");
+                    if !self.sleep_unless_shutdown(backoff).await {
+                        return None;
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
     }
 
     /// Logs every failure and applies the error policy (SPEC §6); false when shutdown
@@ -704,19 +826,30 @@ impl Engine {
     /// Writes every group concurrently (statements of one key are in one group, in order); a
     /// failed command is retried with back-off (200 ms doubling to 30 s) until it succeeds or
     /// shutdown is asked for (`None`).
-    async fn write_with_retry(&self, statements: &[Vec<Statement>]) -> Option<Vec<Vec<Outcome>>> {
+    #[allow(clippy::type_complexity)]
+    async fn write_with_retry(
+        &self,
+        statements: &[Vec<Statement>],
+    ) -> Option<Vec<(Vec<Outcome>, Vec<Option<Images>>)>> {
         let mut backoff = Duration::from_millis(200);
         let metrics = &self.telemetry.metrics;
         loop {
             let groups = self.groups_per_target();
             let writes = statements.iter().enumerate().map(|(group, stmts)| {
-                let projection = &self.targets[group / groups].projection;
+                let target = &self.targets[group / groups];
+                let images = self.announcer.as_ref().is_some_and(|a| a.wants_images(&target.name));
+                let projection = &target.projection;
                 async move {
                     if stmts.is_empty() {
-                        return Ok(Vec::new());
+                        return Ok((Vec::new(), Vec::new()));
                     }
                     let started = Instant::now();
-                    let outcomes = writer::execute(&self.db, projection, stmts).await;
+                    let outcomes = match images {
+                        true => writer::execute_with_images(&self.db, projection, stmts).await,
+                        false => writer::execute(&self.db, projection, stmts)
+                            .await
+                            .map(|o| (o, Vec::new())),
+                    };
                     metrics.write_duration.observe(started.elapsed().as_secs_f64());
                     outcomes
                 }
@@ -779,6 +912,17 @@ impl Engine {
             }
             Err(e) => warn!(error = %e, "reading the assignment failed"),
         }
+    }
+}
+
+/// Where a message comes from, as the write's metadata and the outputs record it.
+fn source_of(msg: &OwnedMessage) -> Source {
+    Source {
+        topic: msg.topic().to_string(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+        key: parse_kafka_key(msg.key()),
     }
 }
 

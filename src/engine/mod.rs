@@ -2,6 +2,7 @@
 //! projections and their outputs. It knows nothing of Kubernetes.
 
 pub mod adapter;
+pub mod announce;
 pub mod cast;
 pub mod consumer;
 pub mod context;

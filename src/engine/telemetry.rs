@@ -95,6 +95,20 @@ pub struct KindLabel {
 
 /// A single label.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLabel {
+    /// The topic.
+    pub topic: String,
+}
+
+/// A single label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SingleViewLabel {
+    /// The single view (or, for the automatic strategy as a whole, `__automatic__`).
+    pub single_view: String,
+}
+
+/// A single label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ResultLabel {
     /// `ok` or `error`.
     pub result: &'static str,
@@ -131,6 +145,14 @@ pub struct Metrics {
     pub transient_retries: Family<KindLabel, Counter>,
     /// Offset commits, by result.
     pub commits: Family<ResultLabel, Counter>,
+    /// pr-update events produced (acknowledged), by topic.
+    pub pr_updates: Family<TopicLabel, Counter>,
+    /// sv-trigger messages produced (acknowledged), by topic.
+    pub sv_triggers: Family<TopicLabel, Counter>,
+    /// Projection-change upserts, by single view.
+    pub projection_changes: Family<SingleViewLabel, Counter>,
+    /// Duration of one strategy run for a batch, by single view.
+    pub strategy_duration: Family<SingleViewLabel, Histogram>,
 }
 
 impl Metrics {
@@ -151,6 +173,12 @@ impl Metrics {
             stopped: Family::default(),
             transient_retries: Family::default(),
             commits: Family::default(),
+            pr_updates: Family::default(),
+            sv_triggers: Family::default(),
+            projection_changes: Family::default(),
+            strategy_duration: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+            }),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -200,6 +228,18 @@ impl Metrics {
             metrics.transient_retries.clone(),
         );
         r.register("rtu_commits", "Offset commits by result", metrics.commits.clone());
+        r.register("rtu_pr_updates", "pr-update events produced", metrics.pr_updates.clone());
+        r.register("rtu_sv_triggers", "sv-trigger messages produced", metrics.sv_triggers.clone());
+        r.register(
+            "rtu_projection_changes",
+            "Projection-change upserts by single view",
+            metrics.projection_changes.clone(),
+        );
+        r.register(
+            "rtu_strategy_duration_seconds",
+            "Duration of one strategy run for a batch",
+            metrics.strategy_duration.clone(),
+        );
         Metrics { registry, ..metrics }
     }
 

@@ -19,7 +19,7 @@ use mongodb::{Database, IndexModel};
 
 use crate::engine::encode;
 use crate::engine::projection::{Projection, Statement};
-pub use images::Images;
+pub use images::{Change, Images};
 use precheck::{Stored, Verdict};
 
 /// The name of the unique primary-key index (the Fast Data console's name).

@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 mod engine_outage;
+mod engine_outputs;
 mod engine_policies;
 mod engine_run;
 mod kafka_smoke;

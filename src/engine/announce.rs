@@ -1,0 +1,585 @@
+//! The outputs of a batch's applied writes, in SPEC §4.5's order: strategies (automatic and
+//! JavaScript) → projection-change upserts → pr-update and sv-trigger events, every one
+//! acknowledged (MongoDB write concern; Kafka `acks=all`, idempotent producer) before the
+//! batch's offsets may be stored. A failure of a dependency is transient (the consumer retries
+//! the announcement; a replay produces the same documents and event keys); a strategy that
+//! throws, or times out three times for one message, fails that message (error policy).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use mongodb::Database;
+use mongodb::bson::{DateTime, Document};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use tokio::time::Instant;
+
+use crate::config::{EngineConfig, SecretError, function_name};
+use crate::engine::kafka::producer_config;
+use crate::engine::outputs::{
+    self, Change, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError, PR_UPDATE_V1_SCHEMA,
+    ProjectionChangesError, SV_TRIGGER_SCHEMA,
+};
+use crate::engine::projection::Source;
+use crate::engine::script::{CallError, FunctionKind, Limits, ScriptError, ScriptHost};
+use crate::engine::strategy::{
+    self, AutomaticStrategy, ProjectionInfo, SchemaErrors, Start, StrategyError, SvIdentifier,
+};
+use crate::engine::telemetry::{SingleViewLabel, Telemetry, TopicLabel};
+use crate::engine::writer::{Change as Written, Images};
+
+/// Why the outputs could not start, or a batch's announcement failed (transient).
+#[derive(Debug, thiserror::Error)]
+pub enum AnnounceError {
+    /// The ER schema or projection changes schema is invalid.
+    #[error("strategy schemas:\n{0}")]
+    LoadSchemas(SchemaErrors),
+    /// A strategy function could not be loaded.
+    #[error("strategy functions: {0}")]
+    LoadFunctions(ScriptError),
+    /// A Kafka credential could not be read.
+    #[error(transparent)]
+    Secret(#[from] SecretError),
+    /// The output producer could not be created.
+    #[error("creating the output producer failed: {0}")]
+    CreateProducer(KafkaError),
+    /// The automatic strategy's look-ups failed.
+    #[error("automatic strategy: {0}")]
+    Automatic(StrategyError),
+    /// A strategy ran past `outputs.strategies.maxExecTimeMs`.
+    #[error("{what} ran past {limit:?}")]
+    StrategyTimeout {
+        /// Which strategy.
+        what: String,
+        /// The limit.
+        limit: Duration,
+    },
+    /// A JavaScript strategy's look-up failed.
+    #[error("{0}")]
+    StrategyLookup(CallError),
+    /// Upserting the projection changes failed.
+    #[error("{0}")]
+    ProjectionChanges(ProjectionChangesError),
+    /// Kafka did not acknowledge an event.
+    #[error("producing to {topic} failed: {source}")]
+    Produce {
+        /// The topic.
+        topic: String,
+        /// librdkafka's error.
+        source: KafkaError,
+    },
+}
+
+/// One applied write of a batch.
+pub struct Applied<'a> {
+    /// The batch index of its message.
+    pub message: usize,
+    /// The projection.
+    pub projection: &'a str,
+    /// The projection's primary-key targets, in order.
+    pub primary_keys: &'a [String],
+    /// The stored document before and after.
+    pub images: &'a Images,
+    /// Where its message came from.
+    pub source: &'a Source,
+}
+
+/// A message that failed in a strategy (a message error of SPEC §6).
+pub struct Failure {
+    /// The batch index of the message.
+    pub message: usize,
+    /// `STRATEGY_FAILED`, `STRATEGY_TIMEOUT` or `OUTPUT_FAILED`.
+    pub code: &'static str,
+    /// Why.
+    pub reason: String,
+}
+
+/// Attempts a JavaScript strategy may time out for one message before it fails it.
+const TIMEOUT_ATTEMPTS: u32 = 3;
+
+/// The outputs of one engine.
+pub struct Announcer {
+    source: String,
+    database: String,
+    db: Database,
+    producer: Option<FutureProducer>,
+    pr_topics: HashMap<String, String>,
+    pc_collection: Option<String>,
+    sv_topic: Option<String>,
+    automatic: Option<AutomaticStrategy>,
+    /// Projection -> (single view, function name).
+    custom: HashMap<String, Vec<(String, String)>>,
+    scripts: Option<ScriptHost>,
+    max_exec: Duration,
+    /// JavaScript strategy timeouts per message (topic, partition, offset).
+    timeouts: Mutex<HashMap<(String, i32, i64), u32>>,
+    telemetry: Arc<Telemetry>,
+}
+
+impl Announcer {
+    /// The outputs `config` asks for, `None` when there are none. Loads and validates the
+    /// strategy schemas and functions and creates the producer; creates nothing in MongoDB.
+    pub fn new(
+        config: &EngineConfig,
+        db: Database,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Option<Self>, AnnounceError> {
+        let o = &config.outputs;
+        if o.projection_updates.is_none()
+            && o.projection_changes.is_none()
+            && o.single_view_trigger.is_none()
+        {
+            return Ok(None);
+        }
+        let max_exec = Duration::from_millis(u64::from(o.strategies.max_exec_time_ms));
+        let producer = match o.projection_updates.is_some() || o.single_view_trigger.is_some() {
+            true => {
+                let mut c = producer_config(&config.kafka)?;
+                if let Some(pu) = &o.projection_updates {
+                    c.set("compression.type", pu.compression.librdkafka());
+                }
+                Some(c.create().map_err(AnnounceError::CreateProducer)?)
+            }
+            false => None,
+        };
+        let custom: HashMap<String, Vec<(String, String)>> = o
+            .strategies
+            .custom
+            .iter()
+            .map(|(p, views)| {
+                let fns = views.iter().map(|(sv, f)| (sv.clone(), function_name(f).to_string()));
+                (p.clone(), fns.collect())
+            })
+            .collect();
+        Ok(Some(Announcer {
+            source: config.system_of_record.clone(),
+            database: config.mongodb.database.clone(),
+            db,
+            producer,
+            pr_topics: o.projection_updates.iter().flat_map(|p| p.topics.clone()).collect(),
+            pc_collection: o.projection_changes.as_ref().map(|p| p.collection.clone()),
+            sv_topic: o.single_view_trigger.as_ref().map(|s| s.topic.clone()),
+            automatic: load_automatic(config)?,
+            scripts: load_strategies(config, &custom, max_exec)?,
+            custom,
+            max_exec,
+            timeouts: Mutex::new(HashMap::new()),
+            telemetry,
+        }))
+    }
+
+    /// Creates the projection-changes indexes (SPEC §4.2), when that output is on.
+    pub async fn ensure_indexes(&self) -> Result<(), AnnounceError> {
+        match &self.pc_collection {
+            Some(c) => outputs::ensure_projection_change_indexes(&self.db, c)
+                .await
+                .map_err(AnnounceError::ProjectionChanges),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether writes of `projection` need their images (some output concerns it).
+    pub fn wants_images(&self, projection: &str) -> bool {
+        self.pr_topics.contains_key(projection) || self.runs_strategies_for(projection)
+    }
+
+    fn runs_strategies_for(&self, projection: &str) -> bool {
+        (self.pc_collection.is_some() || self.sv_topic.is_some())
+            && (self.custom.contains_key(projection)
+                || self.automatic.as_ref().is_some_and(|a| a.covers(projection)))
+    }
+
+    /// Announces a batch's applied writes; the messages a strategy failed are returned (their
+    /// outputs are not produced). `Err` is transient: announce the batch again.
+    pub async fn announce(&self, applied: &[Applied<'_>]) -> Result<Vec<Failure>, AnnounceError> {
+        let (identifiers, failures) = self.identifiers(applied).await?;
+        let failed: std::collections::HashSet<usize> = failures.iter().map(|f| f.message).collect();
+        let mut changes = Vec::with_capacity(applied.len());
+        let mut build_failures = Vec::new();
+        for (i, a) in applied.iter().enumerate() {
+            match self.change(a) {
+                Ok(c) if !failed.contains(&a.message) => changes.push((a, c, &identifiers[i][..])),
+                Ok(_) => {}
+                Err(e) => build_failures.push(output_failure(a.message, e)),
+            }
+        }
+        self.upsert_projection_changes(&changes).await?;
+        let failed_builds = self.produce(&changes).await?;
+        let mut all = failures;
+        all.extend(build_failures);
+        all.extend(failed_builds);
+        Ok(all)
+    }
+
+    fn change<'a>(&'a self, a: &'a Applied<'a>) -> Result<Change<'a>, OutputError> {
+        let op = match a.images.change {
+            Written::Insert => ChangeOp::Insert,
+            Written::Update => ChangeOp::Update,
+            Written::Delete => ChangeOp::Delete,
+        };
+        let written_at = a
+            .images
+            .after
+            .as_ref()
+            .and_then(|d| d.get_datetime("updatedAt").ok().copied())
+            .unwrap_or_else(DateTime::now);
+        Ok(Change {
+            projection: a.projection,
+            source: &self.source,
+            primary_keys: a.primary_keys,
+            op,
+            written_at,
+            before: a.images.before.as_ref(),
+            after: a.images.after.as_ref(),
+            kafka: a.source,
+        })
+    }
+
+    /// Per applied write: the single-view identifiers of every strategy, deduplicated per
+    /// single view per message.
+    async fn identifiers(
+        &self,
+        applied: &[Applied<'_>],
+    ) -> Result<(Vec<Vec<SvIdentifier>>, Vec<Failure>), AnnounceError> {
+        let mut found: Vec<Vec<SvIdentifier>> = applied.iter().map(|_| Vec::new()).collect();
+        if !applied.iter().any(|a| self.runs_strategies_for(a.projection)) {
+            return Ok((found, Vec::new()));
+        }
+        self.automatic_identifiers(applied, &mut found).await?;
+        let failures = self.custom_identifiers(applied, &mut found).await?;
+        dedupe_per_message(applied, &mut found);
+        Ok((found, failures))
+    }
+
+    async fn automatic_identifiers(
+        &self,
+        applied: &[Applied<'_>],
+        found: &mut [Vec<SvIdentifier>],
+    ) -> Result<(), AnnounceError> {
+        let Some(automatic) = &self.automatic else { return Ok(()) };
+        let mut starts = Vec::new();
+        let mut owners = Vec::new();
+        for (i, a) in applied.iter().enumerate() {
+            if !automatic.covers(a.projection) {
+                continue;
+            }
+            let documents = start_documents(automatic, a);
+            if !documents.is_empty() {
+                starts.push(Start { projection: a.projection.to_string(), documents });
+                owners.push(i);
+            }
+        }
+        if starts.is_empty() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.max_exec, automatic.identifiers(&self.db, &starts))
+            .await
+            .map_err(|_| AnnounceError::StrategyTimeout {
+                what: "the automatic strategy".into(),
+                limit: self.max_exec,
+            })?
+            .map_err(AnnounceError::Automatic)?;
+        self.observe("__automatic__", started);
+        for (owner, ids) in owners.into_iter().zip(result) {
+            found[owner].extend(ids);
+        }
+        Ok(())
+    }
+
+    async fn custom_identifiers(
+        &self,
+        applied: &[Applied<'_>],
+        found: &mut [Vec<SvIdentifier>],
+    ) -> Result<Vec<Failure>, AnnounceError> {
+        let mut failures = Vec::new();
+        let Some(scripts) = &self.scripts else { return Ok(failures) };
+        for (i, a) in applied.iter().enumerate() {
+            let Some(functions) = self.custom.get(a.projection) else { continue };
+            let Some(document) = a.images.after.as_ref().or(a.images.before.as_ref()) else {
+                continue;
+            };
+            for (view, function) in functions {
+                let started = Instant::now();
+                let call = scripts.strategy(function, &self.database, document, self.db.clone());
+                match call.await {
+                    Ok(ids) => {
+                        self.observe(view, started);
+                        let ids = ids.into_iter().map(|identifier| SvIdentifier {
+                            single_view: view.clone(),
+                            identifier,
+                        });
+                        found[i].extend(ids);
+                    }
+                    Err(e) => {
+                        if let Some(failure) = self.strategy_failed(a, e)? {
+                            failures.push(failure);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// A JavaScript strategy's error: transient (`Err`, retry the batch) while a look-up
+    /// fails or until its message timed out three times, else the message's failure.
+    fn strategy_failed(
+        &self,
+        a: &Applied<'_>,
+        e: CallError,
+    ) -> Result<Option<Failure>, AnnounceError> {
+        if matches!(e, CallError::Lookup { .. }) {
+            return Err(AnnounceError::StrategyLookup(e));
+        }
+        if matches!(e, CallError::Timeout { .. }) {
+            let key = (a.source.topic.clone(), a.source.partition, a.source.offset);
+            let attempts = {
+                let mut timeouts = self.timeouts.lock().unwrap_or_else(|p| p.into_inner());
+                let n = timeouts.entry(key.clone()).or_default();
+                *n += 1;
+                let attempts = *n;
+                if attempts >= TIMEOUT_ATTEMPTS {
+                    timeouts.remove(&key);
+                }
+                attempts
+            };
+            if attempts < TIMEOUT_ATTEMPTS {
+                return Err(AnnounceError::StrategyTimeout { what: e.to_string(), limit: self.max_exec });
+            }
+        }
+        Ok(Some(Failure { message: a.message, code: e.code(), reason: e.to_string() }))
+    }
+
+    fn observe(&self, view: &str, started: Instant) {
+        let label = SingleViewLabel { single_view: view.to_string() };
+        let histogram = self.telemetry.metrics.strategy_duration.get_or_create(&label);
+        histogram.observe(started.elapsed().as_secs_f64());
+    }
+
+    /// One command for the batch; several changes of one single view's identifier in a batch
+    /// are one upsert carrying the last one (the document ends the same).
+    async fn upsert_projection_changes(
+        &self,
+        changes: &[Announced<'_>],
+    ) -> Result<(), AnnounceError> {
+        let Some(collection) = &self.pc_collection else { return Ok(()) };
+        let now = DateTime::now();
+        let mut slots: HashMap<(String, Document), usize> = HashMap::new();
+        let mut updates: Vec<(Document, Vec<Document>)> = Vec::new();
+        let mut views: Vec<String> = Vec::new();
+        for (_, change, ids) in changes {
+            for id in *ids {
+                let update =
+                    outputs::projection_change_update(&id.single_view, &id.identifier, change, now);
+                let slot = (id.single_view.clone(), id.identifier.clone());
+                match slots.get(&slot) {
+                    Some(&i) => updates[i] = update,
+                    None => {
+                        slots.insert(slot, updates.len());
+                        updates.push(update);
+                        views.push(id.single_view.clone());
+                    }
+                }
+            }
+        }
+        if updates.is_empty() {
+            return Ok(());
+        }
+        outputs::upsert_projection_changes(&self.db, collection, &updates)
+            .await
+            .map_err(AnnounceError::ProjectionChanges)?;
+        for view in views {
+            let label = SingleViewLabel { single_view: view };
+            self.telemetry.metrics.projection_changes.get_or_create(&label).inc();
+        }
+        Ok(())
+    }
+
+    /// Produces every event of the batch in order (per key order holds: one idempotent
+    /// producer), then awaits every acknowledgement.
+    async fn produce(
+        &self,
+        changes: &[Announced<'_>],
+    ) -> Result<Vec<Failure>, AnnounceError> {
+        let Some(producer) = &self.producer else { return Ok(Vec::new()) };
+        let mut pending: Vec<(String, bool, DeliveryFuture)> = Vec::new();
+        let mut failures = Vec::new();
+        for (a, change, ids) in changes {
+            let events = match self.events_of(a, change, ids) {
+                Ok(events) => events,
+                Err(e) => {
+                    failures.push(output_failure(a.message, e));
+                    continue;
+                }
+            };
+            for event in events {
+                let delivery = send(producer, &event).await?;
+                pending.push((event.topic, event.pr_update, delivery));
+            }
+        }
+        for (topic, pr_update, delivery) in pending {
+            match delivery.await {
+                Ok(Ok(_)) => {
+                    let family = match pr_update {
+                        true => &self.telemetry.metrics.pr_updates,
+                        false => &self.telemetry.metrics.sv_triggers,
+                    };
+                    family.get_or_create(&TopicLabel { topic }).inc();
+                }
+                Ok(Err((source, _))) => return Err(AnnounceError::Produce { topic, source }),
+                Err(_) => {
+                    let source = KafkaError::Canceled;
+                    return Err(AnnounceError::Produce { topic, source });
+                }
+            }
+        }
+        Ok(failures)
+    }
+
+    /// The pr-update (if its projection has a topic) and sv-trigger events of one change.
+    fn events_of(
+        &self,
+        a: &Applied<'_>,
+        change: &Change<'_>,
+        identifiers: &[SvIdentifier],
+    ) -> Result<Vec<Event>, OutputError> {
+        let mut events = Vec::new();
+        if let Some(topic) = self.pr_topics.get(a.projection) {
+            events.push(Event {
+                topic: topic.clone(),
+                key: outputs::pr_update_key(change)?,
+                value: outputs::pr_update_value_v1(change)?,
+                schema: PR_UPDATE_V1_SCHEMA,
+                pr_update: true,
+            });
+        }
+        if let Some(template) = &self.sv_topic {
+            for id in identifiers {
+                let (key, value) = outputs::sv_trigger(&id.single_view, &id.identifier, change)?;
+                let topic = template.replace("{singleView}", &id.single_view);
+                events.push(Event { topic, key, value, schema: SV_TRIGGER_SCHEMA, pr_update: false });
+            }
+        }
+        Ok(events)
+    }
+}
+
+/// One Kafka event to produce.
+struct Event {
+    topic: String,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    schema: &'static str,
+    pr_update: bool,
+}
+
+/// Enqueues one event, waiting while librdkafka's queue is full.
+async fn send(producer: &FutureProducer, event: &Event) -> Result<DeliveryFuture, AnnounceError> {
+    let headers = OwnedHeaders::new()
+        .insert(Header { key: MESSAGE_SCHEMA_HEADER, value: Some(event.schema.as_bytes()) });
+    loop {
+        let record = FutureRecord::to(&event.topic)
+            .key(&event.key[..])
+            .payload(&event.value[..])
+            .headers(headers.clone());
+        match producer.send_result(record) {
+            Ok(delivery) => return Ok(delivery),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((source, _)) => {
+                return Err(AnnounceError::Produce { topic: event.topic.clone(), source });
+            }
+        }
+    }
+}
+
+/// An applied write to announce: the write, its change and its single-view identifiers.
+type Announced<'a> = (&'a Applied<'a>, Change<'a>, &'a [SvIdentifier]);
+
+/// Start documents of the automatic strategy: the stored document after the write (before
+/// it for a hard delete), plus the one before when a field the walk reads changed (so the
+/// single view that lost the record is rebuilt too, SPEC §4.4).
+fn start_documents(automatic: &AutomaticStrategy, a: &Applied<'_>) -> Vec<Document> {
+    let images = a.images;
+    let mut documents = Vec::with_capacity(2);
+    if let Some(doc) = images.after.as_ref().or(images.before.as_ref()) {
+        documents.push(doc.clone());
+    }
+    if let (Some(before), Some(after)) = (&images.before, &images.after) {
+        let changed =
+            automatic.fields_read(a.projection).iter().any(|f| before.get(f) != after.get(f));
+        if changed {
+            documents.push(before.clone());
+        }
+    }
+    documents
+}
+
+/// Identifiers are deduplicated per single view per message (a PK change is two writes).
+fn dedupe_per_message(applied: &[Applied<'_>], found: &mut [Vec<SvIdentifier>]) {
+    let mut seen: HashMap<usize, Vec<(String, Document)>> = HashMap::new();
+    for (a, ids) in applied.iter().zip(found.iter_mut()) {
+        let seen = seen.entry(a.message).or_default();
+        ids.retain(|id| {
+            let key = (id.single_view.clone(), id.identifier.clone());
+            if seen.contains(&key) {
+                false
+            } else {
+                seen.push(key);
+                true
+            }
+        });
+    }
+}
+
+fn output_failure(message: usize, e: OutputError) -> Failure {
+    Failure { message, code: "OUTPUT_FAILED", reason: e.to_string() }
+}
+
+/// The automatic strategy of `config`, loaded and checked against its projections.
+pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>, AnnounceError> {
+    let Some(files) = &config.outputs.strategies.automatic else { return Ok(None) };
+    let projections: Vec<ProjectionInfo> = config
+        .projections
+        .iter()
+        .map(|p| ProjectionInfo {
+            name: p.name.clone(),
+            collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
+            fields: p.fields.iter().map(|f| f.target.clone().unwrap_or_else(|| f.name.clone())).collect(),
+        })
+        .collect();
+    let er = PathBuf::from(&files.er_schema);
+    let pc = PathBuf::from(&files.projection_changes_schema);
+    strategy::load(&er, &pc, &projections).map(Some).map_err(AnnounceError::LoadSchemas)
+}
+
+/// The JavaScript strategies of `config`, loaded (syntax and exports checked).
+fn load_strategies(
+    config: &EngineConfig,
+    custom: &HashMap<String, Vec<(String, String)>>,
+    max_exec: Duration,
+) -> Result<Option<ScriptHost>, AnnounceError> {
+    let mut names: Vec<&str> = custom.values().flatten().map(|(_, f)| f.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let files: Vec<(String, PathBuf)> = names
+        .iter()
+        .filter_map(|n| config.functions.files.get(*n).map(|p| (n.to_string(), PathBuf::from(p))))
+        .collect();
+    let limits = Limits {
+        time: max_exec,
+        memory_bytes: config.functions.memory_limit_mib as usize * 1024 * 1024,
+    };
+    ScriptHost::load(&files, FunctionKind::Strategy, limits)
+        .map(Some)
+        .map_err(AnnounceError::LoadFunctions)
+}

@@ -1,0 +1,294 @@
+//! The outputs of SPEC §4 from the engine process on real Kafka and MongoDB: the worked
+//! example of §4.4 (customers / orders / order items) with the automatic strategy, pr-update
+//! events read back from their topics (key, value, header, order), projection-change
+//! documents upserted as §4.2 says, sv-trigger messages; and a worker killed (SIGKILL) after
+//! its writes but before its outputs were acknowledged: after a restart they are all there.
+
+use std::time::Duration;
+
+use mongodb::bson::{Document, doc};
+use rdkafka::Message;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Headers;
+use serde_json::{Value, json};
+
+use crate::support::engine::{Options, Setup, metric, offsets_on, produce, signal_and_wait};
+use crate::support::kafka::{create_topic, plaintext_config};
+use crate::support::{eventually, unique_name};
+
+/// A Debezium event: key = the primary key, value = `op` with `after` (or `before` for d).
+fn dbz(key: Value, op: &str, row: Value) -> (String, String) {
+    let value = match op {
+        "d" => json!({ "before": row, "after": null, "op": "d" }),
+        _ => json!({ "before": null, "after": row, "op": op }),
+    };
+    (key.to_string(), value.to_string())
+}
+
+/// One record read back from an output topic.
+#[derive(Debug)]
+struct Record {
+    key: Value,
+    value: Value,
+    schema: String,
+}
+
+/// Every record of partition 0 of `topic` once there are at least `n` (or a failure).
+async fn read_topic(topic: &str, n: usize) -> Vec<Record> {
+    let consumer: BaseConsumer = plaintext_config()
+        .set("group.id", unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut records = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while records.len() < n && std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = message.unwrap();
+        let schema = m
+            .headers()
+            .and_then(|h| h.iter().find(|h| h.key == "messageSchema"))
+            .and_then(|h| h.value)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default();
+        records.push(Record {
+            key: serde_json::from_slice(m.key().unwrap()).unwrap(),
+            value: serde_json::from_slice(m.payload().unwrap()).unwrap(),
+            schema,
+        });
+    }
+    assert!(records.len() >= n, "{topic}: {} of {n} records: {records:?}", records.len());
+    records
+}
+
+/// The topics and config of the worked example.
+struct Example {
+    setup: Setup,
+    customers: String,
+    orders: String,
+    items: String,
+    pu_items: String,
+    pu_orders: String,
+    sv_prefix: String,
+}
+
+async fn example(name: &str, create_pu_items: bool) -> Example {
+    let setup = Setup::with(name, Options::default()).await;
+    let customers = setup.topic.clone();
+    let orders = unique_name(&format!("{name}-orders"));
+    let items = unique_name(&format!("{name}-items"));
+    let pu_items = unique_name(&format!("{name}-items-pr-update"));
+    let pu_orders = unique_name(&format!("{name}-orders-pr-update"));
+    let sv_prefix = unique_name(name);
+    for topic in [&orders, &items, &pu_orders] {
+        create_topic(topic, 1).await;
+    }
+    if create_pu_items {
+        create_topic(&pu_items, 1).await;
+    }
+    for view in ["sv_customers", "sv_orders"] {
+        create_topic(&format!("{sv_prefix}.{view}.sv-trigger"), 1).await;
+    }
+    let fixtures = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/strategy");
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let head = text.split("projections:").next().unwrap();
+    let tail = text.split_once("errorPolicy:").unwrap().1;
+    let yaml = format!(
+        r#"{head}projections:
+  - name: pr_customers
+    topics: [{customers}]
+    fields:
+      - {{ name: customer_id, type: String, primaryKey: true }}
+      - {{ name: name, type: String, nullable: true }}
+  - name: pr_orders
+    topics: [{orders}]
+    fields:
+      - {{ name: order_id, type: String, primaryKey: true }}
+      - {{ name: customer_id, type: String, nullable: true }}
+      - {{ name: status, type: String, nullable: true }}
+  - name: pr_order_items
+    topics: [{items}]
+    fields:
+      - {{ name: order_id, type: String, primaryKey: true }}
+      - {{ name: line_no, type: Number, cast: castToInteger, primaryKey: true }}
+      - {{ name: qty, type: Number, cast: castToInteger, nullable: true }}
+outputs:
+  projectionUpdates:
+    topics: {{ pr_order_items: {pu_items}, pr_orders: {pu_orders} }}
+  projectionChanges: {{ collection: fd-pc-crm }}
+  singleViewTrigger: {{ topic: "{sv_prefix}.{{singleView}}.sv-trigger" }}
+  strategies:
+    automatic:
+      erSchema: {fixtures}/erSchema.json
+      projectionChangesSchema: {fixtures}/projectionChangesSchema.json
+errorPolicy:{tail}"#
+    );
+    std::fs::write(&setup.config, yaml).unwrap();
+    Example { setup, customers, orders, items, pu_items, pu_orders, sv_prefix }
+}
+
+fn item(order: &str, line: i64, qty: i64, op: &str) -> (String, String) {
+    let key = json!({ "order_id": order, "line_no": line });
+    dbz(key, op, json!({ "order_id": order, "line_no": line, "qty": qty }))
+}
+
+fn order(id: &str, customer: &str, op: &str) -> (String, String) {
+    let row = json!({ "order_id": id, "customer_id": customer, "status": "open" });
+    dbz(json!({ "order_id": id }), op, row)
+}
+
+/// Projection changes: (type, identifier JSON) -> its `changes` elements.
+async fn projection_changes(setup: &Setup) -> Vec<(String, String, Vec<Document>)> {
+    let mut cursor = setup.db.collection::<Document>("fd-pc-crm").find(doc! {}).await.unwrap();
+    let mut out = Vec::new();
+    while cursor.advance().await.unwrap() {
+        let d = cursor.deserialize_current().unwrap();
+        let changes = d.get_array("changes").unwrap();
+        out.push((
+            d.get_str("type").unwrap().to_string(),
+            d.get_document("identifier").unwrap().to_string(),
+            changes.iter().map(|c| c.as_document().unwrap().clone()).collect(),
+        ));
+    }
+    out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    out
+}
+
+async fn committed(setup: &Setup, topic: &str, end: i64) {
+    eventually(&format!("{topic} committed to {end}"), Duration::from_secs(60), || async move {
+        (offsets_on(&setup.bootstrap, &setup.group, topic, 1)[0].0 == Some(end)).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn worked_example_pr_updates_projection_changes_and_sv_triggers() {
+    let ex = example("outputs", true).await;
+    let setup = &ex.setup;
+    let customer = |id: &str| dbz(json!({ "customer_id": id }), "c", json!({ "customer_id": id, "name": id }));
+    produce(&ex.customers, &[customer("C-7"), customer("C-9")]).await;
+    produce(&ex.orders, &[order("O-1", "C-7", "c"), order("O-4", "C-7", "c")]).await;
+    let mut engine = setup.start("run");
+    committed(setup, &ex.orders, 2).await;
+    produce(&ex.items, &[item("O-1", 1, 1, "c"), item("O-1", 2, 2, "c"), item("O-4", 1, 1, "c")])
+        .await;
+    committed(setup, &ex.items, 3).await;
+    // Vector #39: item (O-1,2) qty 2 -> 3 at offset 3; then #40: order O-1 moves C-7 -> C-9.
+    produce(&ex.items, &[item("O-1", 2, 3, "u")]).await;
+    committed(setup, &ex.items, 4).await;
+    produce(&ex.orders, &[order("O-1", "C-9", "u")]).await;
+    committed(setup, &ex.orders, 3).await;
+
+    // pr-update: one event per write, keyed by the PK in PK order, in offset order.
+    let events = read_topic(&ex.pu_items, 4).await;
+    assert_eq!(events.len(), 4, "{events:?}");
+    let keys: Vec<String> = events.iter().map(|e| e.key.to_string()).collect();
+    assert_eq!(
+        keys,
+        [
+            r#"{"order_id":"O-1","line_no":1}"#,
+            r#"{"order_id":"O-1","line_no":2}"#,
+            r#"{"order_id":"O-4","line_no":1}"#,
+            r#"{"order_id":"O-1","line_no":2}"#,
+        ]
+    );
+    assert!(events.iter().all(|e| e.schema == r#"{"type":"pr-update","version":"v1.0.0"}"#));
+    let update = &events[3].value;
+    assert_eq!(update["operationType"], "UPDATE", "{update}");
+    assert_eq!(update["projectionName"], "pr_order_items");
+    assert_eq!(update["source"], "crm");
+    assert_eq!(update["primaryKeys"], json!(["order_id", "line_no"]));
+    assert_eq!((update["before"]["qty"].clone(), update["after"]["qty"].clone()), (json!(2), json!(3)));
+    assert_eq!(update["__internal__kafkaInfo"]["offset"], json!(3));
+    assert_eq!(update["__internal__kafkaInfo"]["topic"], json!(ex.items));
+    assert_eq!(update["after"]["__internal__kafkaInfo"]["offset"], json!("3"));
+    assert!(update["documentId"].as_str().is_some_and(|id| id.len() == 24), "{update}");
+    assert!(update["before"].get("_id").is_none() && update["after"].get("_id").is_none());
+    assert_eq!(events[0].value["operationType"], "INSERT");
+    assert_eq!(events[0].value["before"], Value::Null);
+    let moved = read_topic(&ex.pu_orders, 3).await;
+    assert_eq!(moved[2].value["before"]["customer_id"], "C-7");
+    assert_eq!(moved[2].value["after"]["customer_id"], "C-9");
+
+    // Projection changes: one document per (single view, identifier), one pending NEW element
+    // whatever the burst; the move reaches both the old and the new customer (#40).
+    let pcs = projection_changes(setup).await;
+    let ids: Vec<(&str, &str)> = pcs.iter().map(|(t, i, _)| (t.as_str(), i.as_str())).collect();
+    assert_eq!(
+        ids,
+        [
+            ("sv_customers", r#"{ "customerId": "C-7" }"#),
+            ("sv_customers", r#"{ "customerId": "C-9" }"#),
+            ("sv_orders", r#"{ "orderId": "O-1" }"#),
+            ("sv_orders", r#"{ "orderId": "O-4" }"#),
+        ]
+    );
+    for (view, id, changes) in &pcs {
+        assert_eq!(changes.len(), 1, "{view} {id}: {changes:?}");
+        assert_eq!(changes[0].get_str("state"), Ok("NEW"));
+    }
+    let c9 = &pcs[1].2[0];
+    assert_eq!(c9.get_str("topic"), Ok(ex.orders.as_str()), "C-9 was reached by the move");
+    assert_eq!(c9.get_str("offset"), Ok("2"));
+
+    // sv-trigger: the move triggers sv_customers C-9 from pr_orders.
+    let triggers = read_topic(&format!("{}.sv_customers.sv-trigger", ex.sv_prefix), 1).await;
+    let c9 = triggers
+        .iter()
+        .find(|t| t.key == json!({ "customerId": "C-9" }))
+        .unwrap_or_else(|| panic!("no sv-trigger for C-9: {triggers:?}"));
+    assert_eq!(c9.schema, r#"{"type":"sv-trigger","version":"v1.0.0"}"#);
+    assert_eq!(c9.value["type"], "aggregation");
+    assert_eq!(c9.value["singleViewName"], "sv_customers");
+    assert_eq!(c9.value["change"]["projectionName"], "pr_orders");
+    assert_eq!(c9.value["change"]["projectionIdentifier"], json!({ "order_id": "O-1" }));
+    assert_eq!(c9.value["change"]["data"]["customer_id"], "C-9");
+
+    let (_, text) = engine.get("/metrics").await;
+    let pu = format!(r#"rtu_pr_updates_total{{topic="{}"}}"#, ex.pu_items);
+    assert_eq!(metric(&text, &pu), Some(4.0), "{text}");
+    assert!(text.contains("rtu_strategy_duration_seconds"), "{text}");
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    ex.setup.finish().await;
+}
+
+#[tokio::test]
+async fn a_worker_killed_between_its_writes_and_their_outputs_announces_them_after_restart() {
+    // The items' pr-update topic is missing: the writes land, their events cannot be
+    // acknowledged, so no offset is committed; the worker is killed there.
+    let ex = example("outputs-kill", false).await;
+    let setup = &ex.setup;
+    let items: Vec<_> = (1..=5).map(|line| item("O-1", line, line, "c")).collect();
+    produce(&ex.items, &items).await;
+    let mut engine = setup.start("before-kill");
+    eventually("the five items written", Duration::from_secs(60), || async move {
+        let n = setup.db.collection::<Document>("pr_order_items").count_documents(doc! {}).await;
+        (n.unwrap() == 5).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(offsets_on(&setup.bootstrap, &setup.group, &ex.items, 1)[0].0, None);
+    let (status, body) = engine.get("/readyz").await;
+    assert_eq!(status, 200, "outputs retrying for under unhealthyAfter is still ready: {body}");
+    assert!(!signal_and_wait(&mut engine, "KILL").success());
+
+    create_topic(&ex.pu_items, 1).await;
+    let mut engine = setup.start("after-kill");
+    committed(setup, &ex.items, 5).await;
+    let events = read_topic(&ex.pu_items, 5).await;
+    let mut lines: Vec<i64> =
+        events.iter().map(|e| e.key["line_no"].as_i64().unwrap()).collect();
+    lines.dedup();
+    assert_eq!(lines, [1, 2, 3, 4, 5], "{events:?}");
+    // Replayed writes re-apply (equal counters) and re-announce: an UPDATE of what the first
+    // run wrote, with the same key and data.
+    for e in &events {
+        assert_eq!(e.value["after"]["qty"], e.key["line_no"]);
+    }
+    let pcs = projection_changes(setup).await;
+    assert_eq!(pcs, [], "no order O-1 is stored: the items reach no single view (#41)");
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    ex.setup.finish().await;
+}
