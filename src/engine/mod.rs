@@ -8,5 +8,6 @@ pub mod context;
 pub mod dead_letter;
 pub mod kafka;
 pub mod projection;
+pub mod script;
 pub mod telemetry;
 pub mod writer;
