@@ -11,4 +11,5 @@ mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
 mod projection_writes;
+mod script_strategy;
 mod support;

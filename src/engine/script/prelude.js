@@ -6,7 +6,7 @@
 
   function render(arg) {
     if (typeof arg === 'string') return arg;
-    if (arg instanceof Error) return String(arg.stack || arg);
+    if (arg instanceof Error) return arg.stack ? `${arg}\n${arg.stack.trimEnd()}` : String(arg);
     try {
       const json = JSON.stringify(arg);
       return json === undefined ? String(arg) : json;

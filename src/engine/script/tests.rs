@@ -50,6 +50,8 @@ module.exports = function (value, field, logger) {
   if (value === 'bomb') { const a = []; for (let i = 0; ; i++) a.push('x'.repeat(1024) + i) }
   if (value === 'recurse') { const f = (n) => f(n + 1) + 1; return f(0) }
   if (value === 'pending') return new Promise(() => {})
+  if (value === 'await-loop') return (async () => { for (;;) await null })()
+  if (value === 'wait') return Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0)
   if (value === 'undefined') return undefined
   return value
 }
@@ -131,7 +133,7 @@ fn a_cast_returning_undefined_is_a_bad_result() {
 #[test]
 fn an_infinite_loop_times_out_within_about_the_limit_and_the_host_recovers() {
     let host = cast_host(ECHO_OR_MISBEHAVE);
-    for input in ["loop", "catch-loop"] {
+    for input in ["loop", "catch-loop", "await-loop"] {
         let started = Instant::now();
         let err = cast(&host, json!(input)).unwrap_err();
         let took = started.elapsed();
@@ -198,6 +200,11 @@ fn the_sandbox_has_no_require_process_filesystem_network_or_timers() {
     let err = cast(&host, json!("process")).unwrap_err();
     assert!(
         matches!(&err, CallError::Threw { message, .. } if message.contains("process")),
+        "{err:?}"
+    );
+    let err = cast(&cast_host(ECHO_OR_MISBEHAVE), json!("wait")).unwrap_err();
+    assert!(
+        matches!(&err, CallError::Threw { message, .. } if message.contains("cannot block")),
         "{err:?}"
     );
     let err = cast(&host, json!("import")).unwrap_err();
@@ -492,4 +499,71 @@ fn concurrent_casts_share_the_pool_and_per_call_overhead_is_small() {
         single.as_secs_f64() * 1e6 / calls as f64,
         elapsed.as_secs_f64() * 1e6 / (4 * calls) as f64
     );
+}
+
+/// What a tracing subscriber printed.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+#[test]
+fn the_logger_and_console_forward_to_tracing_with_the_function_name() {
+    let host = ScriptHost::from_sources(
+        vec![(
+            "toAge".into(),
+            "age.js".into(),
+            r#"module.exports = function (value, fieldName, logger) {
+                 logger.info('casting', fieldName, { value })
+                 logger.child({ x: 1 }).warn(new Error('careful'))
+                 logger.trace('fine detail')
+                 console.error('from console')
+                 return value
+               }"#
+            .into(),
+        )],
+        FunctionKind::Cast,
+        limits(),
+    )
+    .unwrap();
+    let captured = Captured::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(captured.clone())
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        host.cast("toAge", &json!(42), "age").unwrap();
+    });
+    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.split_inclusive("function=").collect();
+    assert_eq!(lines.len(), 4 + 1, "{text}");
+    let expected = [
+        ("INFO", "toAge", r#"casting age {"value":42}"#),
+        ("WARN", "toAge", "Error: careful\n    at <anonymous> (age.js:3:"),
+        ("TRACE", "toAge", "fine detail"),
+        ("ERROR", "console", "from console"),
+    ];
+    // Each event ends with its function field; the next one starts after it.
+    for (i, (level, function, message)) in expected.into_iter().enumerate() {
+        assert!(lines[i].contains(level) && lines[i].contains(message), "{}", lines[i]);
+        assert!(lines[i + 1].starts_with(&format!("\"{function}\"")), "{}", lines[i + 1]);
+    }
 }
