@@ -150,11 +150,8 @@ impl Engine {
         self.call(|ctx| {
             let (function, logger) = registered(ctx, name)?;
             let value = convert::json_to_js(ctx, value).map_err(|e| fail(ctx, e))?;
-            let result = function.call((value, field, logger)).map_err(|e| fail(ctx, e))?;
-            let result = settle(ctx, result)?;
-            convert::js_to_json(ctx, result)
-                .map_err(|e| fail(ctx, e))?
-                .ok_or_else(|| Failure::BadResult("the cast returned undefined".into()))
+            let result = function.call((value, field, logger));
+            json_result(ctx, result, "cast")
         })
     }
 
@@ -169,11 +166,7 @@ impl Engine {
             let (function, logger) = registered(ctx, name)?;
             let args = convert::kafka_message(ctx, message).map_err(|e| fail(ctx, e))?;
             let keys = primary_keys.to_vec();
-            let result = function.call((args, keys, logger)).map_err(|e| fail(ctx, e))?;
-            let result = settle(ctx, result)?;
-            convert::js_to_json(ctx, result)
-                .map_err(|e| fail(ctx, e))?
-                .ok_or_else(|| Failure::BadResult("the adapter returned undefined".into()))
+            json_result(ctx, function.call((args, keys, logger)), "adapter")
         })
     }
 
@@ -232,6 +225,19 @@ impl Engine {
             false => result,
         }
     }
+}
+
+/// The settled result of a call as JSON; `undefined` breaks the contract of casts and
+/// adapters alike.
+fn json_result<'js>(
+    ctx: &Ctx<'js>,
+    result: rquickjs::Result<Value<'js>>,
+    kind: &str,
+) -> Result<Json, Failure> {
+    let result = settle(ctx, result.map_err(|e| fail(ctx, e))?)?;
+    convert::js_to_json(ctx, result)
+        .map_err(|e| fail(ctx, e))?
+        .ok_or_else(|| Failure::BadResult(format!("the {kind} returned undefined")))
 }
 
 /// Evaluation options for a user file (sloppy mode, as Node runs CommonJS).
