@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod encode;
 pub mod kafka;
 pub mod projection;
+pub mod script;
 pub mod strategy;
 pub mod telemetry;
 pub mod writer;

@@ -12,5 +12,6 @@ mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
 mod projection_writes;
+mod script_strategy;
 mod strategy_automatic;
 mod support;

@@ -222,7 +222,7 @@ pub const MAX_POSITION: u128 = 10_u128.pow(34) - 1;
 
 /// A CDC position: an unsigned decimal integer up to [`MAX_POSITION`], as a number or a digit
 /// string (leading zeros ignored).
-fn parse_position(value: &Value) -> Option<u128> {
+pub(crate) fn parse_position(value: &Value) -> Option<u128> {
     let position = match value {
         Value::Number(n) => n.as_u64().map(u128::from),
         Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
