@@ -93,7 +93,11 @@ fn check(path: &std::path::Path) -> ExitCode {
             for warning in config.warnings() {
                 println!("  warning: {warning}");
             }
-            ExitCode::SUCCESS
+            let problems = crate::engine::functions::check_files(&config);
+            for problem in &problems {
+                eprintln!("{}: {problem}", path.display());
+            }
+            if problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
         }
         Err(e) => {
             eprintln!("{e}");

@@ -18,6 +18,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::time::Instant;
 
 use crate::config::{EngineConfig, SecretError, function_name};
+use crate::engine::functions;
 use crate::engine::kafka::producer_config;
 use crate::engine::outputs::{
     self, Change, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError, PR_UPDATE_V1_SCHEMA,
@@ -163,7 +164,7 @@ impl Announcer {
             pc_collection: o.projection_changes.as_ref().map(|p| p.collection.clone()),
             sv_topic: o.single_view_trigger.as_ref().map(|s| s.topic.clone()),
             automatic: load_automatic(config)?,
-            scripts: load_strategies(config, &custom, max_exec)?,
+            scripts: load_strategies(config)?,
             custom,
             max_exec,
             timeouts: Mutex::new(HashMap::new()),
@@ -369,14 +370,15 @@ impl Announcer {
     ) -> Result<(), AnnounceError> {
         let Some(collection) = &self.pc_collection else { return Ok(()) };
         let now = DateTime::now();
-        let mut slots: HashMap<(String, Document), usize> = HashMap::new();
+        // Keyed by the identifier's canonical extended JSON (Document is not hashable).
+        let mut slots: HashMap<(String, String), usize> = HashMap::new();
         let mut updates: Vec<(Document, Vec<Document>)> = Vec::new();
         let mut views: Vec<String> = Vec::new();
         for (_, change, ids) in changes {
             for id in *ids {
                 let update =
                     outputs::projection_change_update(&id.single_view, &id.identifier, change, now);
-                let slot = (id.single_view.clone(), id.identifier.clone());
+                let slot = (id.single_view.clone(), id.identifier.to_string());
                 match slots.get(&slot) {
                     Some(&i) => updates[i] = update,
                     None => {
@@ -560,26 +562,20 @@ pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>
 }
 
 /// The JavaScript strategies of `config`, loaded (syntax and exports checked).
-fn load_strategies(
-    config: &EngineConfig,
-    custom: &HashMap<String, Vec<(String, String)>>,
-    max_exec: Duration,
-) -> Result<Option<ScriptHost>, AnnounceError> {
-    let mut names: Vec<&str> = custom.values().flatten().map(|(_, f)| f.as_str()).collect();
+pub fn load_strategies(config: &EngineConfig) -> Result<Option<ScriptHost>, AnnounceError> {
+    let strategies = &config.outputs.strategies;
+    let mut names: Vec<&str> =
+        strategies.custom.values().flat_map(|v| v.values()).map(|f| function_name(f)).collect();
     names.sort_unstable();
     names.dedup();
     if names.is_empty() {
         return Ok(None);
     }
-    let files: Vec<(String, PathBuf)> = names
-        .iter()
-        .filter_map(|n| config.functions.files.get(*n).map(|p| (n.to_string(), PathBuf::from(p))))
-        .collect();
     let limits = Limits {
-        time: max_exec,
+        time: Duration::from_millis(u64::from(strategies.max_exec_time_ms)),
         memory_bytes: config.functions.memory_limit_mib as usize * 1024 * 1024,
     };
-    ScriptHost::load(&files, FunctionKind::Strategy, limits)
+    ScriptHost::load(&functions::files(config, &names), FunctionKind::Strategy, limits)
         .map(Some)
         .map_err(AnnounceError::LoadFunctions)
 }

@@ -26,6 +26,7 @@ use crate::engine::adapter::{Adapted, Adapter, PrimaryKey, Record, Skip};
 use crate::engine::announce::{self, AnnounceError, Announcer, Applied};
 use crate::engine::context::{EngineContext, Halts};
 use crate::engine::dead_letter::{self, DeadLetter, DeadLetterError};
+use crate::engine::functions;
 use crate::engine::kafka::consumer_config;
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use crate::engine::telemetry::{BatchCounts, KindLabel, ReasonLabel, Telemetry, TelemetryError};
@@ -55,6 +56,9 @@ pub enum EngineError {
     /// The final commit at shutdown failed.
     #[error("final commit: {0}")]
     CommitOnShutdown(KafkaError),
+    /// The JavaScript casts could not be loaded.
+    #[error("functions: {0}")]
+    LoadFunctions(crate::engine::script::ScriptError),
     /// The outputs could not be set up (schemas, functions, producer).
     #[error("outputs: {0}")]
     Outputs(AnnounceError),
@@ -177,9 +181,10 @@ impl Engine {
         telemetry.serve(&config.telemetry.host, config.telemetry.port).await?;
         let mut targets = Vec::new();
         let mut by_topic = HashMap::new();
+        let casts = functions::load_casts(&config).map_err(EngineError::LoadFunctions)?;
         for p in &config.projections {
-            let projection =
-                Projection::new(p, &config.writes).map_err(EngineError::BuildProjection)?;
+            let projection = Projection::with_casts(p, &config.writes, casts.as_ref())
+                .map_err(EngineError::BuildProjection)?;
             let adapter = adapter_of(p.adapter.as_ref().unwrap_or(&config.adapter))?;
             for topic in &p.topics {
                 by_topic.insert(topic.clone(), targets.len());

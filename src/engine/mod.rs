@@ -8,6 +8,7 @@ pub mod consumer;
 pub mod context;
 pub mod dead_letter;
 pub mod encode;
+pub mod functions;
 pub mod kafka;
 pub mod projection;
 pub mod script;

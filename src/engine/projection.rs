@@ -11,17 +11,57 @@ use serde_json::Value;
 
 use crate::config::{DeleteMechanism, ProjectionConfig, Validation, WritesConfig};
 use crate::engine::adapter::{ChangeEvent, Image, Op, PrimaryKey};
+use crate::config::function_name;
 use crate::engine::cast::{Cast, json_to_bson};
 use crate::engine::encode;
+use crate::engine::script::ScriptHost;
 
 /// One projection field, ready to map.
 #[derive(Debug, Clone, PartialEq)]
 struct Field {
     source: String,
     target: String,
-    cast: Cast,
+    cast: FieldCast,
     nullable: bool,
     required: bool,
+}
+
+/// A field's cast: built in (SPEC §3.4) or a user's JavaScript function (SPEC §3.5).
+#[derive(Debug, Clone)]
+enum FieldCast {
+    BuiltIn(Cast),
+    Script { host: ScriptHost, name: String },
+}
+
+impl PartialEq for FieldCast {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (FieldCast::BuiltIn(a), FieldCast::BuiltIn(b)) => a == b,
+            (FieldCast::Script { name: a, .. }, FieldCast::Script { name: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl FieldCast {
+    /// The cast value of `field`, or why the cast failed. A JavaScript cast that throws,
+    /// returns nothing or breaks a limit fails (SPEC §3.5).
+    fn apply(&self, value: &Value, field: &str) -> Result<Bson, String> {
+        match self {
+            FieldCast::BuiltIn(cast) => cast.apply(value).map_err(|e| e.to_string()),
+            FieldCast::Script { host, name } => {
+                host.cast(name, value, field).map(|v| json_to_bson(&v)).map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// The built-in cast adapters compare keys with (a JavaScript cast: identity).
+    fn built_in(&self) -> Cast {
+        match self {
+            FieldCast::BuiltIn(cast) => *cast,
+            FieldCast::Script { .. } => Cast::Identity,
+        }
+    }
 }
 
 /// A projection as the writer sees it.
@@ -233,12 +273,27 @@ impl Projection {
     /// (upsert forced on). `EngineConfig::warnings` names such overridden settings for
     /// `rtu check`.
     pub fn new(config: &ProjectionConfig, writes: &WritesConfig) -> Result<Self, String> {
+        Self::with_casts(config, writes, None)
+    }
+
+    /// [`Projection::new`], with the users' JavaScript casts a field's `cast` may name.
+    pub fn with_casts(
+        config: &ProjectionConfig,
+        writes: &WritesConfig,
+        casts: Option<&ScriptHost>,
+    ) -> Result<Self, String> {
         let fields = config
             .fields
             .iter()
             .map(|f| {
-                let cast =
-                    f.cast.parse::<Cast>().map_err(|e| format!("field {:?}: {e}", f.name))?;
+                let name = function_name(&f.cast);
+                let cast = match (f.cast.parse::<Cast>(), casts) {
+                    (Ok(cast), _) => FieldCast::BuiltIn(cast),
+                    (Err(_), Some(host)) if host.contains(name) => {
+                        FieldCast::Script { host: host.clone(), name: name.to_string() }
+                    }
+                    (Err(e), _) => return Err(format!("field {:?}: {e}", f.name)),
+                };
                 let target = f.target.clone().unwrap_or_else(|| f.name.clone());
                 Ok(Field {
                     source: f.name.clone(),
@@ -286,7 +341,7 @@ impl Projection {
         PrimaryKey(
             self.primary_key
                 .iter()
-                .map(|&i| (self.fields[i].source.clone(), self.fields[i].cast))
+                .map(|&i| (self.fields[i].source.clone(), self.fields[i].cast.built_in()))
                 .collect(),
         )
     }
@@ -394,9 +449,8 @@ impl Projection {
         for &i in &self.primary_key {
             let field = &self.fields[i];
             let raw = key.get(&field.source).unwrap_or(&Value::Null);
-            let cast = field.cast.apply(raw).map_err(|e| WriteError::CastFailed {
-                field: field.source.clone(),
-                reason: e.to_string(),
+            let cast = field.cast.apply(raw, &field.source).map_err(|reason| {
+                WriteError::CastFailed { field: field.source.clone(), reason }
             })?;
             if cast == Bson::Null {
                 return Err(WriteError::MissingPrimaryKey { field: field.source.clone() });
@@ -415,15 +469,13 @@ impl Projection {
                 continue;
             };
             let strict = self.writes.validation == Validation::Strict;
-            let cast = match field.cast.apply(value) {
+            let cast = match field.cast.apply(value, name) {
                 Ok(v) => v,
-                Err(e) if strict => {
-                    return Err(WriteError::CastFailed {
-                        field: name.clone(),
-                        reason: e.to_string(),
-                    });
+                Err(reason) if strict => {
+                    return Err(WriteError::CastFailed { field: name.clone(), reason });
                 }
-                Err(_) => {
+                Err(reason) => {
+                    tracing::debug!(field = %name, %reason, "cast failed; stored as null");
                     mapped.uncastable_fields.push(name.clone());
                     Bson::Null
                 }

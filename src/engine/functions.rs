@@ -1,0 +1,56 @@
+//! The users' JavaScript functions an engine config names, loaded by role (SPEC §3.5 custom
+//! casts, §4.4 custom strategies) into sandboxed hosts, and the file checks `rtu check` runs:
+//! every function file loads (syntax, export) and the automatic strategy's schemas are valid.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::config::{EngineConfig, function_name};
+use crate::engine::announce;
+use crate::engine::cast::Cast;
+use crate::engine::script::{FunctionKind, Limits, ScriptError, ScriptHost};
+
+/// The JavaScript casts the fields name (those that are not built in), `None` when none.
+pub fn load_casts(config: &EngineConfig) -> Result<Option<ScriptHost>, ScriptError> {
+    let mut names: Vec<&str> = config
+        .projections
+        .iter()
+        .flat_map(|p| &p.fields)
+        .filter(|f| f.cast.parse::<Cast>().is_err())
+        .map(|f| function_name(&f.cast))
+        .collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    let limits = Limits {
+        time: Duration::from_millis(u64::from(config.functions.time_limit_ms)),
+        memory_bytes: config.functions.memory_limit_mib as usize * 1024 * 1024,
+    };
+    ScriptHost::load(&files(config, &names), FunctionKind::Cast, limits).map(Some)
+}
+
+/// (name, path) of the named functions that `functions.files` lists.
+pub fn files(config: &EngineConfig, names: &[&str]) -> Vec<(String, PathBuf)> {
+    names
+        .iter()
+        .filter_map(|n| config.functions.files.get(*n).map(|p| (n.to_string(), PathBuf::from(p))))
+        .collect()
+}
+
+/// What `rtu check` reports about the files a valid config names: function files that do not
+/// load and invalid strategy schemas, one message each.
+pub fn check_files(config: &EngineConfig) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Err(e) = load_casts(config) {
+        problems.push(format!("functions (casts): {e}"));
+    }
+    if let Err(e) = announce::load_automatic(config) {
+        problems.push(e.to_string());
+    }
+    if let Err(e) = announce::load_strategies(config) {
+        problems.push(e.to_string());
+    }
+    problems
+}
