@@ -8,6 +8,7 @@ pub mod context;
 pub mod dead_letter;
 pub mod encode;
 pub mod kafka;
+pub mod outputs;
 pub mod projection;
 pub mod strategy;
 pub mod telemetry;
