@@ -10,6 +10,7 @@ pub mod dead_letter;
 pub mod encode;
 pub mod functions;
 pub mod kafka;
+pub mod outputs;
 pub mod projection;
 pub mod script;
 pub mod strategy;

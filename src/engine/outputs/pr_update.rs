@@ -1,0 +1,230 @@
+//! The pr-update event of a projection write (SPEC §4.1), format v1.0.0: key = the primary
+//! key as a JSON object in key order, value = the operation with the stored documents before
+//! and after the write, header [`MESSAGE_SCHEMA_HEADER`](super::MESSAGE_SCHEMA_HEADER) =
+//! [`PR_UPDATE_V1_SCHEMA`].
+
+use serde_json::{Map, Value};
+
+use super::{Change, ChangeOp, OutputError, json, kafka_info_json, to_bytes};
+
+/// The `messageSchema` header of a v1.0.0 pr-update (UTF-8 JSON).
+pub const PR_UPDATE_V1_SCHEMA: &str = r#"{"type":"pr-update","version":"v1.0.0"}"#;
+
+/// The key: `{"<pk field>": value, ...}` in primary-key order, from the document after the
+/// write (before it for a delete).
+pub fn pr_update_key(change: &Change) -> Result<Vec<u8>, OutputError> {
+    to_bytes(change, &change.primary_key_json()?)
+}
+
+/// The v1.0.0 value: `operationType`, `operationTimestamp`, `documentId`, `projectionName`,
+/// `source`, `primaryKeys`, `before` (or `null`), `after` (absent for `DELETE`),
+/// `__internal__kafkaInfo` (offset as an integer). Documents are shown without `_id`.
+pub fn pr_update_value_v1(change: &Change) -> Result<Vec<u8>, OutputError> {
+    to_bytes(change, &value_v1(change)?)
+}
+
+fn value_v1(change: &Change) -> Result<Value, OutputError> {
+    let id = change
+        .document()?
+        .get("_id")
+        .ok_or_else(|| OutputError::MissingId { projection: change.projection.to_string() })?;
+    let stored =
+        |doc: Option<&mongodb::bson::Document>| doc.map_or(Value::Null, json::document_without_id);
+    let mut value = Map::new();
+    value.insert("operationType".into(), Value::from(change.op.as_str()));
+    let written_at = json::iso_date(change.written_at.timestamp_millis());
+    value.insert("operationTimestamp".into(), Value::from(written_at));
+    value.insert("documentId".into(), json::to_json(id));
+    value.insert("projectionName".into(), Value::from(change.projection));
+    value.insert("source".into(), Value::from(change.source));
+    value.insert("primaryKeys".into(), Value::from(change.primary_keys.to_vec()));
+    value.insert("before".into(), stored(change.before));
+    if change.op != ChangeOp::Delete {
+        value.insert("after".into(), stored(change.after));
+    }
+    value.insert("__internal__kafkaInfo".into(), kafka_info_json(change.kafka));
+    Ok(Value::Object(value))
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::oid::ObjectId;
+    use mongodb::bson::{Bson, DateTime, Document, doc};
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::outputs::fixtures::{W, b1, customers_source, metadata, source};
+    use crate::engine::projection::Source;
+
+    /// The SPEC §4.1 example, verbatim.
+    const B1_VALUE: &str = r#"
+{ "operationType": "INSERT", "operationTimestamp": "2023-11-14T22:13:20.042Z",
+  "documentId": "655400000000000000000001", "projectionName": "pr_customers", "source": "crm",
+  "primaryKeys": ["customer_id"], "before": null,
+  "after": { "customer_id": "C-1", "name": "Ada", "age": 36, "signup_at": "2023-01-15T00:00:00.000Z", "vip": true,
+    "__STATE__": "PUBLIC", "createdAt": "2023-11-14T22:13:20.042Z", "updatedAt": "2023-11-14T22:13:20.042Z",
+    "timestamp": "2023-11-14T22:13:20.000Z", "__internal__counter": 100, "__internal__counterType": "offset",
+    "__internal__kafkaInfo": { "topic": "acme.dev.crm.pr_customers.ingestion", "partition": 0, "offset": "100",
+      "key": { "customer_id": "C-1" }, "timestamp": "2023-11-14T22:13:20.000Z" } },
+  "__internal__kafkaInfo": { "topic": "acme.dev.crm.pr_customers.ingestion", "partition": 0, "offset": 100,
+    "key": { "customer_id": "C-1" }, "timestamp": "2023-11-14T22:13:20.000Z" } }
+"#;
+
+    fn pk() -> Vec<String> {
+        vec!["customer_id".to_string()]
+    }
+
+    fn change<'a>(
+        op: ChangeOp,
+        primary_keys: &'a [String],
+        before: Option<&'a Document>,
+        after: Option<&'a Document>,
+        kafka: &'a Source,
+    ) -> Change<'a> {
+        Change {
+            projection: "pr_customers",
+            source: "crm",
+            primary_keys,
+            op,
+            written_at: DateTime::from_millis(W),
+            before,
+            after,
+            kafka,
+        }
+    }
+
+    fn value(change: &Change) -> Value {
+        serde_json::from_slice(&pr_update_value_v1(change).unwrap()).unwrap()
+    }
+
+    fn key(change: &Change) -> String {
+        String::from_utf8(pr_update_key(change).unwrap()).unwrap()
+    }
+
+    /// `stored` as written by a later message: fields changed, metadata of `by`.
+    fn rewritten(stored: &Document, state: &str, by: &Source, fields: Document) -> Document {
+        let mut doc = stored.clone();
+        doc.extend(fields);
+        doc.extend(metadata(state, by, W, W + 1000));
+        doc
+    }
+
+    #[test]
+    fn the_b1_insert_is_the_spec_example() {
+        let kafka = customers_source(100, "C-1");
+        let stored = b1(&kafka);
+        let pk = pk();
+        let insert = change(ChangeOp::Insert, &pk, None, Some(&stored), &kafka);
+        let expected: Value = serde_json::from_str(B1_VALUE).unwrap();
+        assert_eq!(value(&insert), expected);
+        assert_eq!(key(&insert), r#"{"customer_id":"C-1"}"#);
+        // Field order is the example's too (serde_json keeps insertion order).
+        let text = String::from_utf8(pr_update_value_v1(&insert).unwrap()).unwrap();
+        assert_eq!(text, serde_json::to_string(&expected).unwrap());
+    }
+
+    #[test]
+    fn an_update_carries_the_stored_document_before_the_write() {
+        let (first, second) = (customers_source(100, "C-1"), customers_source(101, "C-1"));
+        let before = b1(&first);
+        let after = rewritten(&before, "PUBLIC", &second, doc! { "name": "Ada L.", "age": 37_i64 });
+        let pk = pk();
+        let update = change(ChangeOp::Update, &pk, Some(&before), Some(&after), &second);
+        let v = value(&update);
+        assert_eq!(v["operationType"], "UPDATE");
+        assert_eq!(v["before"], json::document_without_id(&before));
+        assert_eq!(v["after"]["name"], "Ada L.");
+        assert_eq!(v["after"]["createdAt"], "2023-11-14T22:13:20.042Z");
+        assert_eq!(v["after"]["__internal__kafkaInfo"]["offset"], "101");
+        assert_eq!(v["__internal__kafkaInfo"]["offset"], 101);
+        assert!(v["before"].get("_id").is_none() && v["after"].get("_id").is_none());
+    }
+
+    #[test]
+    fn a_delete_has_no_after_key_and_before_is_the_stored_document() {
+        let (first, delete) = (customers_source(100, "C-1"), customers_source(106, "C-1"));
+        let before = b1(&first);
+        let deleted = rewritten(&before, "DELETED", &delete, Document::new());
+        let pk = pk();
+        for after in [Some(&deleted), None] {
+            let change = change(ChangeOp::Delete, &pk, Some(&before), after, &delete);
+            let v = value(&change);
+            assert_eq!(v["operationType"], "DELETE");
+            assert!(v.get("after").is_none(), "{v}");
+            assert_eq!(v["before"], json::document_without_id(&before));
+            assert_eq!(v["before"]["__STATE__"], "PUBLIC");
+            assert_eq!(v["documentId"], "655400000000000000000001");
+            assert_eq!(key(&change), r#"{"customer_id":"C-1"}"#);
+        }
+    }
+
+    #[test]
+    fn a_delete_of_a_missing_document_names_the_marker() {
+        let kafka = customers_source(107, "C-2");
+        let mut marker = doc! { "_id": ObjectId::parse_str("6554000000000000000000ff").unwrap(), "customer_id": "C-2" };
+        marker.extend(metadata("DELETED", &kafka, W, W));
+        let pk = pk();
+        let change = change(ChangeOp::Delete, &pk, None, Some(&marker), &kafka);
+        let v = value(&change);
+        assert_eq!((&v["before"], v.get("after")), (&Value::Null, None));
+        assert_eq!(v["documentId"], "6554000000000000000000ff");
+        assert_eq!(key(&change), r#"{"customer_id":"C-2"}"#);
+    }
+
+    #[test]
+    fn a_primary_key_change_is_a_delete_of_the_old_key_then_an_insert_of_the_new() {
+        let (first, moved) = (customers_source(100, "C-1"), customers_source(200, "C-9"));
+        let old = b1(&first);
+        let old_deleted = rewritten(&old, "DELETED", &moved, Document::new());
+        let mut new = rewritten(&old, "PUBLIC", &moved, doc! { "customer_id": "C-9" });
+        new.insert("_id", ObjectId::parse_str("655400000000000000000009").unwrap());
+        let pk = pk();
+        let delete = change(ChangeOp::Delete, &pk, Some(&old), Some(&old_deleted), &moved);
+        let insert = change(ChangeOp::Insert, &pk, None, Some(&new), &moved);
+        assert_eq!(key(&delete), r#"{"customer_id":"C-1"}"#);
+        assert_eq!(key(&insert), r#"{"customer_id":"C-9"}"#);
+        let (d, i) = (value(&delete), value(&insert));
+        assert_eq!(
+            (&d["operationType"], &i["operationType"]),
+            (&json!("DELETE"), &json!("INSERT"))
+        );
+        assert_eq!(d["documentId"], "655400000000000000000001");
+        assert_eq!(i["documentId"], "655400000000000000000009");
+        assert_eq!((&i["before"], &i["after"]["customer_id"]), (&Value::Null, &json!("C-9")));
+    }
+
+    #[test]
+    fn a_composite_key_follows_the_primary_key_order_not_the_document_order() {
+        let kafka =
+            source("t", 1, 55, Bson::Document(doc! { "order_id": "O-1", "line_no": 2_i64 }));
+        let stored =
+            doc! { "_id": ObjectId::new(), "order_id": "O-1", "qty": 3_i64, "line_no": 2_i64 };
+        let pk = vec!["line_no".to_string(), "order_id".to_string()];
+        let change = change(ChangeOp::Insert, &pk, None, Some(&stored), &kafka);
+        assert_eq!(key(&change), r#"{"line_no":2,"order_id":"O-1"}"#);
+        assert_eq!(value(&change)["primaryKeys"], json!(["line_no", "order_id"]));
+    }
+
+    #[test]
+    fn a_change_that_cannot_be_described_is_an_error() {
+        let kafka = customers_source(1, "C-1");
+        let pk = pk();
+        let no_pk = doc! { "_id": ObjectId::new(), "name": "Ada" };
+        let no_id = doc! { "customer_id": "C-1" };
+        let missing_pk = change(ChangeOp::Insert, &pk, None, Some(&no_pk), &kafka);
+        assert!(matches!(
+            pr_update_key(&missing_pk),
+            Err(OutputError::MissingPrimaryKey { field, .. }) if field == "customer_id"
+        ));
+        let missing_id = change(ChangeOp::Update, &pk, None, Some(&no_id), &kafka);
+        assert!(matches!(pr_update_value_v1(&missing_id), Err(OutputError::MissingId { .. })));
+        let nothing = change(ChangeOp::Delete, &pk, None, None, &kafka);
+        assert!(matches!(pr_update_key(&nothing), Err(OutputError::NoDocument { .. })));
+    }
+
+    #[test]
+    fn the_schema_header_is_the_documented_json() {
+        let header: Value = serde_json::from_str(PR_UPDATE_V1_SCHEMA).unwrap();
+        assert_eq!(header, json!({"type": "pr-update", "version": "v1.0.0"}));
+    }
+}
