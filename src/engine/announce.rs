@@ -49,7 +49,7 @@ pub enum AnnounceError {
     CreateProducer(KafkaError),
     /// The automatic strategy's look-ups failed.
     #[error("automatic strategy: {0}")]
-    Automatic(StrategyError),
+    Automatic(Box<StrategyError>),
     /// A strategy ran past `outputs.strategies.maxExecTimeMs`.
     #[error("{what} ran past {limit:?}")]
     StrategyTimeout {
@@ -283,7 +283,7 @@ impl Announcer {
                 what: "the automatic strategy".into(),
                 limit: self.max_exec,
             })?
-            .map_err(AnnounceError::Automatic)?;
+            .map_err(|e| AnnounceError::Automatic(Box::new(e)))?;
         self.observe("__automatic__", started);
         for (owner, ids) in owners.into_iter().zip(result) {
             found[owner].extend(ids);
@@ -350,7 +350,10 @@ impl Announcer {
                 attempts
             };
             if attempts < TIMEOUT_ATTEMPTS {
-                return Err(AnnounceError::StrategyTimeout { what: e.to_string(), limit: self.max_exec });
+                return Err(AnnounceError::StrategyTimeout {
+                    what: e.to_string(),
+                    limit: self.max_exec,
+                });
             }
         }
         Ok(Some(Failure { message: a.message, code: e.code(), reason: e.to_string() }))
@@ -372,12 +375,16 @@ impl Announcer {
         let now = DateTime::now();
         // Keyed by the identifier's canonical extended JSON (Document is not hashable).
         let mut slots: HashMap<(String, String), usize> = HashMap::new();
-        let mut updates: Vec<(Document, Vec<Document>)> = Vec::new();
+        let mut updates: Vec<outputs::ChangeUpsert> = Vec::new();
         let mut views: Vec<String> = Vec::new();
         for (_, change, ids) in changes {
             for id in *ids {
-                let update =
-                    outputs::projection_change_update(&id.single_view, &id.identifier, change, now);
+                let update = outputs::projection_change_update(
+                    &id.single_view,
+                    &id.identifier,
+                    change.kafka,
+                    now,
+                );
                 let slot = (id.single_view.clone(), id.identifier.to_string());
                 match slots.get(&slot) {
                     Some(&i) => updates[i] = update,
@@ -404,10 +411,7 @@ impl Announcer {
 
     /// Produces every event of the batch in order (per key order holds: one idempotent
     /// producer), then awaits every acknowledgement.
-    async fn produce(
-        &self,
-        changes: &[Announced<'_>],
-    ) -> Result<Vec<Failure>, AnnounceError> {
+    async fn produce(&self, changes: &[Announced<'_>]) -> Result<Vec<Failure>, AnnounceError> {
         let Some(producer) = &self.producer else { return Ok(Vec::new()) };
         let mut pending: Vec<(String, bool, DeliveryFuture)> = Vec::new();
         let mut failures = Vec::new();
@@ -462,9 +466,16 @@ impl Announcer {
         }
         if let Some(template) = &self.sv_topic {
             for id in identifiers {
-                let (key, value) = outputs::sv_trigger(&id.single_view, &id.identifier, change)?;
+                let outputs::Record { key, value } =
+                    outputs::sv_trigger(&id.single_view, &id.identifier, change)?;
                 let topic = template.replace("{singleView}", &id.single_view);
-                events.push(Event { topic, key, value, schema: SV_TRIGGER_SCHEMA, pr_update: false });
+                events.push(Event {
+                    topic,
+                    key,
+                    value,
+                    schema: SV_TRIGGER_SCHEMA,
+                    pr_update: false,
+                });
             }
         }
         Ok(events)
@@ -553,7 +564,11 @@ pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>
         .map(|p| ProjectionInfo {
             name: p.name.clone(),
             collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
-            fields: p.fields.iter().map(|f| f.target.clone().unwrap_or_else(|| f.name.clone())).collect(),
+            fields: p
+                .fields
+                .iter()
+                .map(|f| f.target.clone().unwrap_or_else(|| f.name.clone()))
+                .collect(),
         })
         .collect();
     let er = PathBuf::from(&files.er_schema);

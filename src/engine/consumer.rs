@@ -61,7 +61,7 @@ pub enum EngineError {
     LoadFunctions(crate::engine::script::ScriptError),
     /// The outputs could not be set up (schemas, functions, producer).
     #[error("outputs: {0}")]
-    Outputs(AnnounceError),
+    Outputs(Box<AnnounceError>),
 }
 
 /// A projection with its adapter.
@@ -218,7 +218,7 @@ impl Engine {
             _ => None,
         };
         let announcer = Announcer::new(&config, db.clone(), Arc::clone(&telemetry))
-            .map_err(EngineError::Outputs)?;
+            .map_err(|e| EngineError::Outputs(Box::new(e)))?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Engine {
             config,
@@ -652,9 +652,10 @@ impl Engine {
         };
         let dead_letter = self.dead_letter.is_some();
         for f in failures {
-            let target = applied.iter().find(|a| a.message == f.message).and_then(|a| {
-                self.targets.iter().position(|t| t.name == a.projection)
-            });
+            let target = applied
+                .iter()
+                .find(|a| a.message == f.message)
+                .and_then(|a| self.targets.iter().position(|t| t.name == a.projection));
             prepared.fates[f.message] = Fate::Failed;
             let msg = &batch[f.message];
             if !dead_letter {

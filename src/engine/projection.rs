@@ -9,9 +9,9 @@ use std::collections::HashMap;
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, RawDocumentBuf, doc};
 use serde_json::Value;
 
+use crate::config::function_name;
 use crate::config::{DeleteMechanism, ProjectionConfig, Validation, WritesConfig};
 use crate::engine::adapter::{ChangeEvent, Image, Op, PrimaryKey};
-use crate::config::function_name;
 use crate::engine::cast::{Cast, json_to_bson};
 use crate::engine::encode;
 use crate::engine::script::ScriptHost;
@@ -449,9 +449,10 @@ impl Projection {
         for &i in &self.primary_key {
             let field = &self.fields[i];
             let raw = key.get(&field.source).unwrap_or(&Value::Null);
-            let cast = field.cast.apply(raw, &field.source).map_err(|reason| {
-                WriteError::CastFailed { field: field.source.clone(), reason }
-            })?;
+            let cast = field
+                .cast
+                .apply(raw, &field.source)
+                .map_err(|reason| WriteError::CastFailed { field: field.source.clone(), reason })?;
             if cast == Bson::Null {
                 return Err(WriteError::MissingPrimaryKey { field: field.source.clone() });
             }

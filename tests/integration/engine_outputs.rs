@@ -167,7 +167,8 @@ async fn committed(setup: &Setup, topic: &str, end: i64) {
 async fn worked_example_pr_updates_projection_changes_and_sv_triggers() {
     let ex = example("outputs", true).await;
     let setup = &ex.setup;
-    let customer = |id: &str| dbz(json!({ "customer_id": id }), "c", json!({ "customer_id": id, "name": id }));
+    let customer =
+        |id: &str| dbz(json!({ "customer_id": id }), "c", json!({ "customer_id": id, "name": id }));
     produce(&ex.customers, &[customer("C-7"), customer("C-9")]).await;
     produce(&ex.orders, &[order("O-1", "C-7", "c"), order("O-4", "C-7", "c")]).await;
     let mut engine = setup.start("run");
@@ -200,7 +201,10 @@ async fn worked_example_pr_updates_projection_changes_and_sv_triggers() {
     assert_eq!(update["projectionName"], "pr_order_items");
     assert_eq!(update["source"], "crm");
     assert_eq!(update["primaryKeys"], json!(["order_id", "line_no"]));
-    assert_eq!((update["before"]["qty"].clone(), update["after"]["qty"].clone()), (json!(2), json!(3)));
+    assert_eq!(
+        (update["before"]["qty"].clone(), update["after"]["qty"].clone()),
+        (json!(2), json!(3))
+    );
     assert_eq!(update["__internal__kafkaInfo"]["offset"], json!(3));
     assert_eq!(update["__internal__kafkaInfo"]["topic"], json!(ex.items));
     assert_eq!(update["after"]["__internal__kafkaInfo"]["offset"], json!("3"));
@@ -278,8 +282,7 @@ async fn a_worker_killed_between_its_writes_and_their_outputs_announces_them_aft
     let mut engine = setup.start("after-kill");
     committed(setup, &ex.items, 5).await;
     let events = read_topic(&ex.pu_items, 5).await;
-    let mut lines: Vec<i64> =
-        events.iter().map(|e| e.key["line_no"].as_i64().unwrap()).collect();
+    let mut lines: Vec<i64> = events.iter().map(|e| e.key["line_no"].as_i64().unwrap()).collect();
     lines.dedup();
     assert_eq!(lines, [1, 2, 3, 4, 5], "{events:?}");
     // Replayed writes re-apply (equal counters) and re-announce: an UPDATE of what the first
