@@ -223,6 +223,27 @@ mod tests {
     }
 
     #[test]
+    fn a_string_key_and_a_position_counter_pass_through() {
+        // Vector #19 (GoldenGate): key "C-1" (not JSON), counter 20000001000 / position.
+        let kafka = source("acme.dev.crm.pr_customers.ingestion", 0, 7, Bson::String("C-1".into()));
+        let mut stored = b1(&kafka);
+        stored.insert("__internal__counter", 20_000_001_000_i64);
+        stored.insert("__internal__counterType", "position");
+        let pk = pk();
+        let v = value(&change(ChangeOp::Insert, &pk, None, Some(&stored), &kafka));
+        assert_eq!(v["after"]["__internal__counter"], 20_000_001_000_i64);
+        assert_eq!(v["after"]["__internal__counterType"], "position");
+        assert_eq!(v["after"]["__internal__kafkaInfo"]["key"], "C-1");
+        assert_eq!(
+            v["__internal__kafkaInfo"],
+            json!({
+                "topic": "acme.dev.crm.pr_customers.ingestion", "partition": 0, "offset": 7,
+                "key": "C-1", "timestamp": "2023-11-14T22:13:20.000Z",
+            })
+        );
+    }
+
+    #[test]
     fn the_schema_header_is_the_documented_json() {
         let header: Value = serde_json::from_str(PR_UPDATE_V1_SCHEMA).unwrap();
         assert_eq!(header, json!({"type": "pr-update", "version": "v1.0.0"}));
