@@ -247,7 +247,8 @@ async fn worked_example_pr_updates_projection_changes_and_sv_triggers() {
     let c9 = triggers
         .iter()
         .find(|t| {
-            t.key == json!({ "customerId": "C-9" }) && t.value["change"]["projectionName"] == "pr_orders"
+            t.key == json!({ "customerId": "C-9" })
+                && t.value["change"]["projectionName"] == "pr_orders"
         })
         .unwrap_or_else(|| panic!("no sv-trigger for C-9: {triggers:?}"));
     assert_eq!(c9.schema, r#"{"type":"sv-trigger","version":"v1.0.0"}"#);
@@ -300,4 +301,110 @@ async fn a_worker_killed_between_its_writes_and_their_outputs_announces_them_aft
     assert_eq!(pcs, [], "no order O-1 is stored: the items reach no single view (#41)");
     assert!(signal_and_wait(&mut engine, "TERM").success());
     ex.setup.finish().await;
+}
+
+#[tokio::test]
+async fn javascript_casts_and_strategies_and_their_failures_under_the_error_policy() {
+    // pr_customers: strategy that loops forever for LOOP; pr_customers_b: one that throws for
+    // BAD; `name` goes through a JavaScript cast. deadLetter: both failures leave, the rest
+    // flows on both projections.
+    let dlq = unique_name("functions-dlq");
+    create_topic(&dlq, 1).await;
+    let js = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/js");
+    let extra = format!(
+        r#"outputs:
+  projectionChanges: {{ collection: fd-pc-crm }}
+  strategies:
+    maxExecTimeMs: 300
+    custom:
+      pr_customers: {{ sv_a: "__fromFile__[loops]" }}
+      pr_customers_b: {{ sv_b: fails }}
+functions:
+  files: {{ loops: {js}/strategy_loops.js, fails: {js}/strategy_fails_for_bad.js, castToUpper: {js}/cast_to_upper.js }}
+"#
+    );
+    let options = Options {
+        error_policy: format!("{{ type: deadLetter, topic: {dlq} }}"),
+        second_topic: true,
+        extra,
+        ..Options::default()
+    };
+    let setup = Setup::with("functions", options).await;
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text = text.replace(
+        "{ name: name, type: String, cast: castToString",
+        "{ name: name, type: String, cast: castToUpper",
+    );
+    std::fs::write(&setup.config, text).unwrap();
+    let customer = |id: &str| {
+        let row = json!({ "customer_id": id, "name": format!("name of {id}"), "age": 1 });
+        dbz(json!({ "customer_id": id }), "c", row)
+    };
+    let a: Vec<_> = ["A-0", "A-1", "LOOP", "A-2"].iter().map(|id| customer(id)).collect();
+    let b: Vec<_> = ["B-0", "BAD", "B-1"].iter().map(|id| customer(id)).collect();
+    produce(&setup.topic, &a).await;
+    produce(&setup.topic_b, &b).await;
+    let mut engine = setup.start("run");
+    committed(&setup, &setup.topic, 4).await;
+    committed(&setup, &setup.topic_b, 3).await;
+
+    let dead = read_dead_letters(&dlq, 2).await;
+    assert_eq!(
+        dead,
+        [
+            ("STRATEGY_FAILED".to_string(), setup.topic_b.clone(), "1".to_string()),
+            ("STRATEGY_TIMEOUT".to_string(), setup.topic.clone(), "2".to_string()),
+        ]
+    );
+    let pcs = projection_changes(&setup).await;
+    let ids: Vec<(&str, &str)> = pcs.iter().map(|(t, i, _)| (t.as_str(), i.as_str())).collect();
+    assert_eq!(
+        ids,
+        [
+            ("sv_a", r#"{ "customerId": "A-0" }"#),
+            ("sv_a", r#"{ "customerId": "A-1" }"#),
+            ("sv_a", r#"{ "customerId": "A-2" }"#),
+            ("sv_b", r#"{ "customerId": "B-0" }"#),
+            ("sv_b", r#"{ "customerId": "B-1" }"#),
+        ]
+    );
+    let docs = setup.documents().await;
+    assert_eq!(docs["A-0"].0, "NAME OF A-0", "the JavaScript cast wrote `name`");
+    assert_eq!(setup.documents_of("pr_customers_b").await["B-1"].0, "NAME OF B-1");
+    assert!(engine.alive());
+    let (_, text) = engine.get("/metrics").await;
+    let retried = metric(&text, r#"rtu_transient_retries_total{kind="outputs"}"#);
+    assert_eq!(retried, Some(2.0), "two timeouts retried before the third failed: {text}");
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
+
+/// (reason, source topic, source offset) of the dead-letter records, sorted.
+async fn read_dead_letters(topic: &str, n: usize) -> Vec<(String, String, String)> {
+    let consumer: BaseConsumer = plaintext_config()
+        .set("group.id", unique_name("dlq-reader"))
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer.subscribe(&[topic]).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while out.len() < n && std::time::Instant::now() < deadline {
+        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
+        let m = message.unwrap();
+        let header = |name: &str| {
+            m.headers()
+                .and_then(|h| h.iter().find(|h| h.key == name))
+                .and_then(|h| h.value)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default()
+        };
+        out.push((
+            header("rtu-dlq-reason"),
+            header("rtu-dlq-source-topic"),
+            header("rtu-dlq-source-offset"),
+        ));
+    }
+    out.sort();
+    out
 }
