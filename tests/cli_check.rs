@@ -94,3 +94,36 @@ fn an_overridden_setting_is_valid_and_warned_about() {
     );
     assert!(!rtu_check(&example()).stdout.windows(8).any(|w| w == b"warning:"));
 }
+
+#[test]
+fn broken_strategy_schemas_and_function_files_are_reported_with_file_and_path() {
+    let dir = std::env::temp_dir().join(format!("rtu-check-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let er = dir.join("erSchema.json");
+    let pc = dir.join("projectionChangesSchema.json");
+    let js = dir.join("broken.js");
+    std::fs::write(&er, r#"{"version":"1.0.0","config":{}}"#).unwrap();
+    let views = r#"{"version":"1.0.0","config":{"sv":{"paths":[{"path":["pr_nope"],"identifier":{"id":"customer_id"}}]}}}"#;
+    std::fs::write(&pc, views).unwrap();
+    std::fs::write(&js, "module.exports = function (value) {\n  return value +\n}\n").unwrap();
+    let text = std::fs::read_to_string(example()).unwrap();
+    let text = text.replace("castToInteger", "brokenCast");
+    let extra = format!(
+        "outputs:\n  projectionChanges: {{ collection: fd-pc-crm }}\n  strategies:\n    automatic: {{ erSchema: {}, projectionChangesSchema: {} }}\nfunctions:\n  files: {{ brokenCast: {} }}\n",
+        er.display(),
+        pc.display(),
+        js.display()
+    );
+    let file = dir.join("engine.yaml");
+    std::fs::write(&file, format!("{text}\n{extra}")).unwrap();
+    let out = rtu_check(&file);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let schema_error = format!("{}: /config/sv/paths/0/path/0", pc.display());
+    assert!(stderr.contains(&schema_error) && stderr.contains("pr_nope"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{}:", js.display())) && stderr.contains("syntax"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
