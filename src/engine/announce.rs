@@ -115,6 +115,8 @@ pub struct Announcer {
     custom: HashMap<String, Vec<(String, String)>>,
     scripts: Option<ScriptHost>,
     max_exec: Duration,
+    /// Concurrent projection-change commands (`tuning.writesInFlight`).
+    writes_in_flight: usize,
     /// JavaScript strategy timeouts per message (topic, partition, offset).
     timeouts: Mutex<HashMap<(String, i32, i64), u32>>,
     telemetry: Arc<Telemetry>,
@@ -167,6 +169,7 @@ impl Announcer {
             scripts: load_strategies(config)?,
             custom,
             max_exec,
+            writes_in_flight: config.tuning.writes_in_flight as usize,
             timeouts: Mutex::new(HashMap::new()),
             telemetry,
         }))
@@ -399,9 +402,13 @@ impl Announcer {
         if updates.is_empty() {
             return Ok(());
         }
-        outputs::upsert_projection_changes(&self.db, collection, &updates)
-            .await
-            .map_err(AnnounceError::ProjectionChanges)?;
+        // One identifier is in one slice at most, so the slices go out concurrently (one
+        // ordered command holds one mongod thread).
+        let slices = updates.len().div_ceil(self.writes_in_flight.max(1)).max(1);
+        let sends = updates
+            .chunks(slices)
+            .map(|chunk| outputs::upsert_projection_changes(&self.db, collection, chunk));
+        futures::future::try_join_all(sends).await.map_err(AnnounceError::ProjectionChanges)?;
         for view in views {
             let label = SingleViewLabel { single_view: view };
             self.telemetry.metrics.projection_changes.get_or_create(&label).inc();
