@@ -210,8 +210,9 @@ impl Announcer {
                 Err(e) => build_failures.push(output_failure(a.message, e)),
             }
         }
-        self.upsert_projection_changes(&changes).await?;
-        let failed_builds = self.produce(&changes).await?;
+        // Independent outputs, acknowledged together before any offset is stored.
+        let ((), failed_builds) =
+            tokio::try_join!(self.upsert_projection_changes(&changes), self.produce(&changes))?;
         let mut all = failures;
         all.extend(build_failures);
         all.extend(failed_builds);
@@ -236,8 +237,8 @@ impl Announcer {
             primary_keys: a.primary_keys,
             op,
             written_at,
-            before: a.images.before.as_ref(),
-            after: a.images.after.as_ref(),
+            before: a.images.before.as_deref(),
+            after: a.images.after.as_deref(),
             kafka: a.source,
         })
     }
@@ -303,7 +304,7 @@ impl Announcer {
         let Some(scripts) = &self.scripts else { return Ok(failures) };
         for (i, a) in applied.iter().enumerate() {
             let Some(functions) = self.custom.get(a.projection) else { continue };
-            let Some(document) = a.images.after.as_ref().or(a.images.before.as_ref()) else {
+            let Some(document) = a.images.after.as_deref().or(a.images.before.as_deref()) else {
                 continue;
             };
             for (view, function) in functions {
@@ -525,17 +526,17 @@ type Announced<'a> = (&'a Applied<'a>, Change<'a>, &'a [SvIdentifier]);
 /// Start documents of the automatic strategy: the stored document after the write (before
 /// it for a hard delete), plus the one before when a field the walk reads changed (so the
 /// single view that lost the record is rebuilt too, SPEC §4.4).
-fn start_documents(automatic: &AutomaticStrategy, a: &Applied<'_>) -> Vec<Document> {
+fn start_documents(automatic: &AutomaticStrategy, a: &Applied<'_>) -> Vec<Arc<Document>> {
     let images = a.images;
     let mut documents = Vec::with_capacity(2);
     if let Some(doc) = images.after.as_ref().or(images.before.as_ref()) {
-        documents.push(doc.clone());
+        documents.push(Arc::clone(doc));
     }
     if let (Some(before), Some(after)) = (&images.before, &images.after) {
         let changed =
             automatic.fields_read(a.projection).iter().any(|f| before.get(f) != after.get(f));
         if changed {
-            documents.push(before.clone());
+            documents.push(Arc::clone(before));
         }
     }
     documents

@@ -199,7 +199,7 @@ async fn strategy_worked_example_table_row_by_row() {
         let db = seeded(&recorder.client, &name).await;
         let stored = db.collection::<Document>(row.collection);
         stored.replace_one(row.key, row.after.clone()).upsert(true).await.unwrap();
-        let documents = [Some(row.after), row.before].into_iter().flatten().collect();
+        let documents = [Some(row.after), row.before].into_iter().flatten().map(Arc::new).collect();
         let start = Start { projection: row.projection.into(), documents };
         let found = strategy.identifiers(&db, &[start]).await.unwrap();
         assert_eq!(found.len(), 1, "{}", row.what);
@@ -221,12 +221,18 @@ async fn strategy_batch_issues_one_find_per_relation_whatever_the_number_of_mess
 
     let mut starts: Vec<Start> = items
         .iter()
-        .map(|i| Start { projection: "pr_order_items".into(), documents: vec![i.clone()] })
+        .map(|i| Start {
+            projection: "pr_order_items".into(),
+            documents: vec![Arc::new(i.clone())],
+        })
         .collect();
-    starts.push(Start { projection: "pr_customers".into(), documents: vec![customer("C-7", "A")] });
+    starts.push(Start {
+        projection: "pr_customers".into(),
+        documents: vec![Arc::new(customer("C-7", "A"))],
+    });
     starts.push(Start {
         projection: "pr_orders".into(),
-        documents: vec![order("O-4", "C-7", "PUBLIC")],
+        documents: vec![Arc::new(order("O-4", "C-7", "PUBLIC"))],
     });
     let found = strategy.identifiers(&db, &starts).await.unwrap();
 
@@ -272,7 +278,7 @@ async fn strategy_empty_schemas_yield_no_identifiers_and_read_nothing() {
     let name = unique_database("strategy_empty");
     let recorder = Recorder::new(&name).await;
     let db = seeded(&recorder.client, &name).await;
-    let start = |p: &str, d: Document| Start { projection: p.into(), documents: vec![d] };
+    let start = |p: &str, d: Document| Start { projection: p.into(), documents: vec![Arc::new(d)] };
     let starts =
         [start("pr_order_items", item("O-1", 2, 3)), start("pr_customers", customer("C-7", "A"))];
     let found = strategy.identifiers(&db, &starts).await.unwrap();
@@ -292,7 +298,7 @@ async fn strategy_more_than_a_thousand_sources_are_split_and_attributed_across_f
     let starts: Vec<Start> = (0..1200)
         .map(|k| Start {
             projection: "pr_order_items".into(),
-            documents: vec![item(orders[k % 3], 100 + k as i32, 1)],
+            documents: vec![Arc::new(item(orders[k % 3], 100 + k as i32, 1))],
         })
         .collect();
     let found = worked_example().identifiers(&db, &starts).await.unwrap();

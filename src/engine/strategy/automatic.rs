@@ -7,10 +7,12 @@
 //! distinct relation (per 1000 source documents) unless the paths make those relations cycle.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use futures::future::try_join_all;
 use mongodb::Database;
+
 use mongodb::bson::{Bson, Document, doc};
 
 use super::condition::{compare, get_path, value_key};
@@ -26,7 +28,7 @@ pub struct Start {
     pub projection: String,
     /// The stored document after the write (for a delete, before it), plus the one before the
     /// write when it differs in a field the strategy reads.
-    pub documents: Vec<Document>,
+    pub documents: Vec<Arc<Document>>,
 }
 
 /// One single view to rebuild.
@@ -65,7 +67,7 @@ impl AutomaticStrategy {
         let mut walk = Walk::new(self, starts.len());
         for (i, start) in starts.iter().enumerate() {
             for document in &start.documents {
-                walk.start(i, &start.projection, document.clone());
+                walk.start(i, &start.projection, Arc::clone(document));
             }
         }
         while !walk.pending.is_empty() {
@@ -76,7 +78,7 @@ impl AutomaticStrategy {
                 .collect();
             let sources: Vec<Vec<usize>> = batches.iter().map(|(_, c)| distinct_docs(c)).collect();
             let finds = batches.iter().zip(&sources).map(|((step, _), docs)| {
-                let docs: Vec<&Document> = docs.iter().map(|&d| &walk.docs[d]).collect();
+                let docs: Vec<&Document> = docs.iter().map(|&d| &*walk.docs[d]).collect();
                 related(db, &self.steps[*step], docs)
             });
             let found = try_join_all(finds).await?;
@@ -104,7 +106,7 @@ struct Cursor {
 struct Walk<'a> {
     strategy: &'a AutomaticStrategy,
     /// Start documents, then fetched ones (once each).
-    docs: Vec<Document>,
+    docs: Vec<Arc<Document>>,
     /// `(projection, _id)` of fetched documents -> index in `docs`.
     fetched: HashMap<(String, String), usize>,
     seen: HashSet<Cursor>,
@@ -128,7 +130,7 @@ impl<'a> Walk<'a> {
     }
 
     /// Puts `document` on every route containing `projection`.
-    fn start(&mut self, start: usize, projection: &str, document: Document) {
+    fn start(&mut self, start: usize, projection: &str, document: Arc<Document>) {
         self.docs.push(document);
         let doc = self.docs.len() - 1;
         for (route, r) in self.strategy.routes.iter().enumerate() {
@@ -210,7 +212,7 @@ impl<'a> Walk<'a> {
         if let Some(&i) = key.as_ref().and_then(|k| self.fetched.get(k)) {
             return i;
         }
-        self.docs.push(document);
+        self.docs.push(Arc::new(document));
         let index = self.docs.len() - 1;
         if let Some(key) = key {
             self.fetched.insert(key, index);
@@ -455,9 +457,13 @@ mod tests {
             {"path": ["pr_orders"], "identifier": {"b": "order_id", "a": "customer_id"}}]}}}"#;
         let s = strategy(ER, pc);
         let mut walk = Walk::new(&s, 2);
-        walk.start(0, "pr_orders", doc! {"customer_id": "C-1", "order_id": "O-1"});
-        walk.start(0, "pr_orders", doc! {"order_id": "O-1", "customer_id": "C-1", "x": 1});
-        walk.start(1, "pr_orders", doc! {"order_id": "O-2", "customer_id": Bson::Null});
+        walk.start(0, "pr_orders", Arc::new(doc! {"customer_id": "C-1", "order_id": "O-1"}));
+        walk.start(
+            0,
+            "pr_orders",
+            Arc::new(doc! {"order_id": "O-1", "customer_id": "C-1", "x": 1}),
+        );
+        walk.start(1, "pr_orders", Arc::new(doc! {"order_id": "O-2", "customer_id": Bson::Null}));
         let ids: Vec<Vec<String>> = walk
             .found
             .iter()

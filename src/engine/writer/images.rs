@@ -5,6 +5,7 @@
 //! images without a read per message.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use futures::TryStreamExt;
 use mongodb::Database;
@@ -30,10 +31,11 @@ pub enum Change {
 pub struct Images {
     /// What the statement did.
     pub change: Change,
-    /// The stored document before it (with `_id`), `None` when there was none.
-    pub before: Option<Document>,
+    /// The stored document before it (with `_id`), `None` when there was none (shared with
+    /// the previous statement of the key in the batch, whose `after` it is).
+    pub before: Option<Arc<Document>>,
     /// The stored document after it (with `_id`), `None` after a hard delete.
-    pub after: Option<Document>,
+    pub after: Option<Arc<Document>>,
 }
 
 /// The stored documents of the statements' keys, by key id (missing keys are absent).
@@ -41,7 +43,7 @@ pub(super) async fn read_before(
     db: &Database,
     projection: &Projection,
     statements: &[Statement],
-) -> Result<HashMap<String, Document>, WriterError> {
+) -> Result<HashMap<String, Arc<Document>>, WriterError> {
     let pk = projection.primary_key_targets();
     let mut keys: Vec<Document> = Vec::new();
     let mut seen = std::collections::HashSet::new();
@@ -67,7 +69,7 @@ pub(super) async fn read_before(
     let mut cursor =
         db.collection::<Document>(&projection.collection).find(filter).await.map_err(error)?;
     while let Some(doc) = cursor.try_next().await.map_err(error)? {
-        stored.insert(key_id(pk.iter().map(|f| doc.get(*f))), doc);
+        stored.insert(key_id(pk.iter().map(|f| doc.get(*f))), Arc::new(doc));
     }
     Ok(stored)
 }
@@ -77,7 +79,7 @@ pub(super) fn replay(
     projection: &Projection,
     statements: &[Statement],
     sent: &[Sent],
-    mut stored: HashMap<String, Document>,
+    mut stored: HashMap<String, Arc<Document>>,
 ) -> Result<Vec<Option<Images>>, WriterError> {
     let pk = projection.primary_key_targets();
     let mut images = Vec::with_capacity(statements.len());
@@ -96,9 +98,9 @@ pub(super) fn replay(
                         collection: projection.collection.clone(),
                         reason: e.to_string(),
                     })?;
-                let after = apply(&key, before.as_ref(), &update, sent);
-                let change = change_of(before.as_ref(), &after);
-                stored.insert(id, after.clone());
+                let after = Arc::new(apply(&key, before.as_deref(), &update, sent));
+                let change = change_of(before.as_deref(), &after);
+                stored.insert(id, Arc::clone(&after));
                 Some(Images { change, before, after: Some(after) })
             }
             _ => None,
@@ -218,12 +220,9 @@ mod tests {
         let first = images[0].as_ref().unwrap();
         assert_eq!(first.change, Change::Insert);
         assert_eq!(first.before, None);
-        assert_eq!(
-            first.after,
-            Some(
-                doc! { "_id": 7_i32, "id": "a", "n": "one", "__STATE__": "PUBLIC", "createdAt": 1_i32 }
-            )
-        );
+        let expected =
+            doc! { "_id": 7_i32, "id": "a", "n": "one", "__STATE__": "PUBLIC", "createdAt": 1_i32 };
+        assert_eq!(first.after.as_deref(), Some(&expected));
         let second = images[1].as_ref().unwrap();
         assert_eq!((second.change, &second.before), (Change::Update, &first.after));
         assert_eq!(second.after.as_ref().unwrap().get_str("n"), Ok("two"));
@@ -240,7 +239,7 @@ mod tests {
     fn resurrection_is_an_insert_and_a_hard_delete_leaves_nothing() {
         let stored = doc! { "_id": 1_i32, "id": "a", "__STATE__": "DELETED", "createdAt": 0_i32 };
         let mut map = HashMap::new();
-        map.insert(key_id([Some(&Bson::from("a"))].into_iter()), stored.clone());
+        map.insert(key_id([Some(&Bson::from("a"))].into_iter()), Arc::new(stored.clone()));
         let stmts = vec![
             upsert("a", doc! { "n": "back", "__STATE__": "PUBLIC" }),
             Statement::Delete { filter: doc! { "id": "a" } },
@@ -253,10 +252,10 @@ mod tests {
         ];
         let images = replay(&projection(), &stmts, &sent, map).unwrap();
         let back = images[0].as_ref().unwrap();
-        assert_eq!((back.change, back.before.as_ref()), (Change::Insert, Some(&stored)));
+        assert_eq!((back.change, back.before.as_deref()), (Change::Insert, Some(&stored)));
         assert_eq!(back.after.as_ref().unwrap().get_i32("createdAt"), Ok(0), "kept");
         let gone = images[1].as_ref().unwrap();
-        assert_eq!((gone.change, gone.after.as_ref()), (Change::Delete, None));
+        assert_eq!((gone.change, gone.after.as_deref()), (Change::Delete, None));
         assert_eq!(gone.before, back.after);
         assert_eq!(images[2], None, "nothing deleted: no images");
     }
