@@ -341,6 +341,10 @@ pub struct AdapterConfig {
     /// Custom only: where each part of the change is in the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomMapping>,
+    /// Custom only, instead of `custom`: the name of a JavaScript adapter in `functions.files`
+    /// (the RTU v7 `kafkaMessageAdapter(kafkaMessage, primaryKeys, logger)` contract).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
 }
 
 /// A message format.

@@ -91,6 +91,16 @@ impl EngineConfig {
         self.validate_telemetry(&mut errors);
         self.validate_outputs(&mut errors);
         self.validate_functions(&mut errors);
+        let adapters = std::iter::once(("adapter".to_string(), &self.adapter)).chain(
+            self.projections.iter().enumerate().filter_map(|(i, p)| {
+                p.adapter.as_ref().map(|a| (format!("projections[{i}].adapter"), a))
+            }),
+        );
+        for (path, a) in adapters {
+            if let (AdapterKind::Custom, Some(function)) = (a.kind, &a.function) {
+                self.function_ref(&mut errors, &format!("{path}.function"), function);
+            }
+        }
         errors.0
     }
 
@@ -375,9 +385,20 @@ fn secret_source(errors: &mut Errors, path: &str, s: &SecretSource) {
 }
 
 fn adapter(errors: &mut Errors, path: &str, a: &AdapterConfig) {
+    match (a.kind, &a.function) {
+        (AdapterKind::Custom, Some(_)) if a.custom.is_some() => errors.add(
+            format!("{path}.function"),
+            "either the declarative mapping (custom) or a JavaScript function, not both",
+        ),
+        (AdapterKind::Custom, Some(_)) => return,
+        (_, Some(_)) => errors.add(format!("{path}.function"), "only used with type custom"),
+        (_, None) => {}
+    }
     match (a.kind, &a.custom) {
-        (AdapterKind::Custom, None) => errors
-            .add(format!("{path}.custom"), "required with type custom (the declarative mapping)"),
+        (AdapterKind::Custom, None) => errors.add(
+            format!("{path}.custom"),
+            "required with type custom (the declarative mapping), or set function",
+        ),
         (AdapterKind::Custom, Some(m)) => {
             let pointers =
                 [("operation.pointer", Some(&m.operation.pointer)), ("after", Some(&m.after))]
@@ -616,6 +637,15 @@ functions:
         let js_cast = GOOD.replace("cast: castToInteger", "cast: myCast")
             + "functions: { files: { myCast: /f/c.js } }";
         assert_eq!(parse(&js_cast).validate(), vec![]);
+        let js_adapter = |extra: &str| {
+            let text = GOOD.replace("type: debezium", &format!("type: custom{extra}"));
+            parse(&format!("{text}functions: {{ files: {{ adapt: /f/a.js }} }}"))
+        };
+        assert_eq!(js_adapter("\n  function: adapt").validate(), vec![]);
+        assert_eq!(paths(&js_adapter("\n  function: nope")), ["adapter.function"]);
+        assert_eq!(paths(&js_adapter("")), ["adapter.custom"]);
+        let both = "\n  function: adapt\n  custom: { operation: { pointer: /op, values: { I: insert } }, after: /row, key: after }";
+        assert_eq!(paths(&js_adapter(both)), ["adapter.function"]);
         let unknown_cast = GOOD.replace("cast: castToInteger", "cast: myCast");
         let errors = parse(&unknown_cast).validate();
         assert_eq!(errors[0].path, "projections[0].fields[2].cast");

@@ -21,7 +21,9 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{error, info, warn};
 
-use crate::config::{AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError};
+use crate::config::{
+    AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError, function_name,
+};
 use crate::engine::adapter::{Adapted, Adapter, PrimaryKey, Record, Skip};
 use crate::engine::announce::{self, AnnounceError, Announcer, Applied};
 use crate::engine::context::{EngineContext, Halts};
@@ -29,6 +31,7 @@ use crate::engine::dead_letter::{self, DeadLetter, DeadLetterError};
 use crate::engine::functions;
 use crate::engine::kafka::consumer_config;
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
+use crate::engine::script::{KafkaMessage, ScriptHost};
 use crate::engine::telemetry::{BatchCounts, KindLabel, ReasonLabel, Telemetry, TelemetryError};
 use crate::engine::writer::{self, Images, Outcome};
 
@@ -69,9 +72,19 @@ struct Target {
     /// The projection's name (metrics, dead-letter headers).
     name: String,
     projection: Projection,
-    adapter: Adapter,
+    adapter: Adapting,
     /// The primary key as the adapter reads it (built once, not per message).
     key: PrimaryKey,
+    /// The primary-key source fields, in order (what a JavaScript adapter is given).
+    key_fields: Vec<String>,
+}
+
+/// How a target's messages become change events.
+enum Adapting {
+    /// A built-in adapter (SPEC §2).
+    BuiltIn(Adapter),
+    /// A JavaScript adapter (SPEC §2.4): its host and function name.
+    Script(ScriptHost, String),
 }
 
 /// A message that failed permanently, for logs and the error policy.
@@ -190,15 +203,21 @@ impl Engine {
         let mut targets = Vec::new();
         let mut by_topic = HashMap::new();
         let casts = functions::load_casts(&config).map_err(EngineError::LoadFunctions)?;
+        let adapters = functions::load_adapters(&config).map_err(EngineError::LoadFunctions)?;
         for p in &config.projections {
             let projection = Projection::with_casts(p, &config.writes, casts.as_ref())
                 .map_err(EngineError::BuildProjection)?;
-            let adapter = adapter_of(p.adapter.as_ref().unwrap_or(&config.adapter))?;
+            let adapter_config = p.adapter.as_ref().unwrap_or(&config.adapter);
+            let adapter = match (&adapter_config.function, &adapters) {
+                (Some(f), Some(host)) => Adapting::Script(host.clone(), function_name(f).into()),
+                _ => Adapting::BuiltIn(adapter_of(adapter_config)?),
+            };
             for topic in &p.topics {
                 by_topic.insert(topic.clone(), targets.len());
             }
             let key = projection.adapter_key();
-            targets.push(Target { name: p.name.clone(), projection, adapter, key });
+            let key_fields = key.0.iter().map(|(f, _)| f.clone()).collect();
+            targets.push(Target { name: p.name.clone(), projection, adapter, key, key_fields });
         }
         let uri = config.mongodb.uri.read("mongodb.uri")?;
         let db = Client::with_uri_str(&uri)
@@ -539,11 +558,23 @@ impl Engine {
             return Err(("UNKNOWN_TOPIC", "no projection for this topic".into()));
         };
         let t = &self.targets[target];
-        let record = Record { key: msg.key(), value: msg.payload() };
-        let change = match t.adapter.adapt(record, &t.key) {
-            Ok(Adapted::Change(c)) => c,
-            Ok(Adapted::Skip(skip)) => return Ok(Err(skip)),
-            Err(e) => return Err((e.code(), e.to_string())),
+        let change = match &t.adapter {
+            Adapting::Script(host, name) => {
+                let message = KafkaMessage {
+                    key: msg.key(),
+                    value: msg.payload(),
+                    timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+                    offset: msg.offset(),
+                };
+                host.adapt(name, &message, &t.key_fields).map_err(|e| (e.code(), e.to_string()))?
+            }
+            Adapting::BuiltIn(adapter) => {
+                match adapter.adapt(Record { key: msg.key(), value: msg.payload() }, &t.key) {
+                    Ok(Adapted::Change(c)) => c,
+                    Ok(Adapted::Skip(skip)) => return Ok(Err(skip)),
+                    Err(e) => return Err((e.code(), e.to_string())),
+                }
+            }
         };
         let source = source_of(msg);
         let mapped =

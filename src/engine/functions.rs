@@ -24,11 +24,28 @@ pub fn load_casts(config: &EngineConfig) -> Result<Option<ScriptHost>, ScriptErr
     if names.is_empty() {
         return Ok(None);
     }
-    let limits = Limits {
+    ScriptHost::load(&files(config, &names), FunctionKind::Cast, limits(config)).map(Some)
+}
+
+/// The JavaScript adapters the config names (`adapter.function`), `None` when none.
+pub fn load_adapters(config: &EngineConfig) -> Result<Option<ScriptHost>, ScriptError> {
+    let adapters = std::iter::once(&config.adapter)
+        .chain(config.projections.iter().filter_map(|p| p.adapter.as_ref()));
+    let mut names: Vec<&str> =
+        adapters.filter_map(|a| a.function.as_deref()).map(function_name).collect();
+    names.sort_unstable();
+    names.dedup();
+    if names.is_empty() {
+        return Ok(None);
+    }
+    ScriptHost::load(&files(config, &names), FunctionKind::Adapter, limits(config)).map(Some)
+}
+
+fn limits(config: &EngineConfig) -> Limits {
+    Limits {
         time: Duration::from_millis(u64::from(config.functions.time_limit_ms)),
         memory_bytes: config.functions.memory_limit_mib as usize * 1024 * 1024,
-    };
-    ScriptHost::load(&files(config, &names), FunctionKind::Cast, limits).map(Some)
+    }
 }
 
 /// (name, path) of the named functions that `functions.files` lists.
@@ -45,6 +62,9 @@ pub fn check_files(config: &EngineConfig) -> Vec<String> {
     let mut problems = Vec::new();
     if let Err(e) = load_casts(config) {
         problems.push(format!("functions (casts): {e}"));
+    }
+    if let Err(e) = load_adapters(config) {
+        problems.push(format!("functions (adapter): {e}"));
     }
     if let Err(e) = announce::load_automatic(config) {
         problems.push(e.to_string());

@@ -408,3 +408,57 @@ async fn read_dead_letters(topic: &str, n: usize) -> Vec<(String, String, String
     out.sort();
     out
 }
+
+#[tokio::test]
+async fn a_javascript_adapter_turns_its_format_into_writes() {
+    // The RTU v7 adapter contract (SPEC §2.4): {"event", "row", "seq"} messages, a delete,
+    // and a message the function rejects (no primary key) dead-lettered as
+    // CUSTOM_ADAPTER_FAILED while the others go on.
+    let dlq = unique_name("adapter-dlq");
+    create_topic(&dlq, 1).await;
+    let js = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/js");
+    let options = Options {
+        error_policy: format!("{{ type: deadLetter, topic: {dlq} }}"),
+        extra: format!("functions:\n  files: {{ adapter: {js}/kafka_message_adapter.js }}\n"),
+        ..Options::default()
+    };
+    let setup = Setup::with("js-adapter", options).await;
+    let text = std::fs::read_to_string(&setup.config).unwrap();
+    let text =
+        text.replace("adapter:\n  type: debezium", "adapter:\n  type: custom\n  function: adapter");
+    std::fs::write(&setup.config, text).unwrap();
+    let row = |id: &str, name: &str, seq: i64, event: &str| {
+        let value = json!({ "event": event, "row": { "customer_id": id, "name": name, "age": seq }, "seq": seq });
+        (json!({ "customer_id": id }).to_string(), value.to_string())
+    };
+    let events = [
+        row("C-1", "Ada", 10, "ROW_INSERT"),
+        row("C-2", "Bo", 11, "ROW_INSERT"),
+        row("C-1", "Ada L.", 12, "ROW_UPDATE"),
+        (
+            json!({ "customer_id": "C-3" }).to_string(),
+            json!({ "event": "ROW_INSERT", "row": { "name": "no key" }, "seq": 13 }).to_string(),
+        ),
+        row("C-2", "Bo", 14, "ROW_DELETE"),
+    ];
+    produce(&setup.topic, &events).await;
+    let mut engine = setup.start("run");
+    committed(&setup, &setup.topic, 5).await;
+    let docs = setup.documents().await;
+    assert_eq!(docs["C-1"], ("Ada L.".to_string(), 12, "PUBLIC".to_string()));
+    assert_eq!(docs["C-2"].2, "DELETED");
+    assert_eq!(docs.len(), 2, "{docs:?}");
+    let stored = setup
+        .db
+        .collection::<Document>("pr_customers")
+        .find_one(doc! { "customer_id": "C-1" })
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.get_i64("__internal__counter"), Ok(12), "operationPosition is the counter");
+    assert_eq!(stored.get_str("__internal__counterType"), Ok("position"));
+    let dead = read_dead_letters(&dlq, 1).await;
+    assert_eq!(dead, [("CUSTOM_ADAPTER_FAILED".to_string(), setup.topic.clone(), "3".to_string())]);
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
