@@ -1,4 +1,5 @@
-//! Encodes documents and the raw `update` command straight into BSON bytes: one buffer,
+//! Encodes documents and the raw `update` commands (the writer's upserts, and the
+//! projection-change upserts whose update is a pipeline) straight into BSON bytes: one buffer,
 //! lengths patched in place, no nested buffers copied into their parents and no pass through
 //! serde (which the driver's `Document` encoder takes, and which was the engine's largest CPU
 //! cost). Produces exactly the bytes `bson::to_vec` would. Updates are encoded as soon as
@@ -40,6 +41,35 @@ pub fn update_command<'a>(
     collection: &str,
     statements: impl Iterator<Item = (&'a Document, &'a RawDocumentBuf)>,
 ) -> Result<RawDocumentBuf, EncodeError> {
+    upserts(collection, statements, false, |update, out| {
+        out.push(0x03);
+        cstring("u", out)?;
+        out.extend_from_slice(update.as_bytes());
+        Ok(())
+    })
+}
+
+/// `{update: collection, updates: [{q, u: [stage, ...], upsert: true}, ...], ordered: true}`:
+/// upserts whose update is an aggregation pipeline, applied in order.
+pub fn pipeline_update_command<'a>(
+    collection: &str,
+    statements: impl Iterator<Item = (&'a Document, &'a [Document])>,
+) -> Result<RawDocumentBuf, EncodeError> {
+    upserts(collection, statements, true, |pipeline, out| {
+        out.push(0x04);
+        cstring("u", out)?;
+        documents(pipeline, out)
+    })
+}
+
+/// The `update` command of upsert statements `{q, u, upsert: true}`; `u` appends the `u`
+/// element of a statement.
+fn upserts<'a, U>(
+    collection: &str,
+    statements: impl Iterator<Item = (&'a Document, U)>,
+    ordered: bool,
+    mut u: impl FnMut(U, &mut Vec<u8>) -> Result<(), EncodeError>,
+) -> Result<RawDocumentBuf, EncodeError> {
     let mut out = Vec::with_capacity(4096);
     let command = open(&mut out);
     string_element("update", collection, &mut out)?;
@@ -54,14 +84,12 @@ pub fn update_command<'a>(
         out.push(0x03);
         cstring("q", &mut out)?;
         document(filter, &mut out)?;
-        out.push(0x03);
-        cstring("u", &mut out)?;
-        out.extend_from_slice(update.as_bytes());
+        u(update, &mut out)?;
         out.extend_from_slice(&[0x08, b'u', b'p', b's', b'e', b'r', b't', 0, 1]);
         close(statement, &mut out)?;
     }
     close(array, &mut out)?;
-    out.extend_from_slice(&[0x08, b'o', b'r', b'd', b'e', b'r', b'e', b'd', 0, 0]);
+    out.extend_from_slice(&[0x08, b'o', b'r', b'd', b'e', b'r', b'e', b'd', 0, u8::from(ordered)]);
     close(command, &mut out)?;
     RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))
 }
@@ -80,6 +108,18 @@ fn array(values: &[Bson], out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let mut index = itoa_buffer();
     for (i, value) in values.iter().enumerate() {
         element(index.format(i), value, out)?;
+    }
+    close(start, out)
+}
+
+/// Appends `docs` as a BSON array of documents.
+fn documents(docs: &[Document], out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let start = open(out);
+    let mut index = itoa_buffer();
+    for (i, doc) in docs.iter().enumerate() {
+        out.push(0x03);
+        cstring(index.format(i), out)?;
+        document(doc, out)?;
     }
     close(start, out)
 }
@@ -222,6 +262,24 @@ mod tests {
             "ordered": false,
         };
         assert_eq!(raw.as_bytes(), bson::to_vec(&expected).unwrap());
+    }
+
+    #[test]
+    fn the_pipeline_update_command_is_the_documented_shape() {
+        let filter = doc! { "type": "sv_customers", "identifier": { "customerId": "C-7" } };
+        let pipeline = vec![doc! { "$set": every_type() }, doc! { "$unset": "x" }];
+        let statements = [(&filter, pipeline.as_slice()), (&filter, &pipeline[..1])];
+        let raw = pipeline_update_command("fd-pc-crm", statements.into_iter()).unwrap();
+        let statement = |u: &[Document]| doc! { "q": filter.clone(), "u": u, "upsert": true };
+        let expected = doc! {
+            "update": "fd-pc-crm",
+            "updates": [statement(&pipeline), statement(&pipeline[..1])],
+            "ordered": true,
+        };
+        assert_eq!(raw.as_bytes(), bson::to_vec(&expected).unwrap());
+        let empty = pipeline_update_command("c", std::iter::empty()).unwrap();
+        let expected = doc! { "update": "c", "updates": [], "ordered": true };
+        assert_eq!(empty.as_bytes(), bson::to_vec(&expected).unwrap());
     }
 
     #[test]

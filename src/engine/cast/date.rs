@@ -42,15 +42,49 @@ fn days_in_month(year: i64, month: u32) -> u32 {
 
 /// `2023-09-19T16:35:57.284Z` (or `+275760-09-13T00:00:00.000Z` outside years 0..=9999).
 pub fn format_iso(epoch_ms: i64) -> String {
+    let mut out = Vec::with_capacity(24);
+    write_iso(epoch_ms, &mut out);
+    out.into_iter().map(char::from).collect()
+}
+
+/// Appends [`format_iso`]'s text (ASCII) to `out`, without allocating.
+pub fn write_iso(epoch_ms: i64, out: &mut Vec<u8>) {
     let (days, ms) = (epoch_ms.div_euclid(MS_PER_DAY), epoch_ms.rem_euclid(MS_PER_DAY));
     let (year, month, day) = civil_from_days(days);
-    let year = match year {
-        0..=9999 => format!("{year:04}"),
-        y if y < 0 => format!("-{:06}", -y),
-        y => format!("+{y:06}"),
-    };
+    match year {
+        0..=9999 => padded(year.unsigned_abs(), 4, out),
+        y => {
+            out.push(if y < 0 { b'-' } else { b'+' });
+            padded(y.unsigned_abs(), 6, out);
+        }
+    }
     let (h, m, s, milli) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
-    format!("{year}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}Z")
+    let fields = [
+        (b'-', u64::from(month), 2),
+        (b'-', u64::from(day), 2),
+        (b'T', h.unsigned_abs(), 2),
+        (b':', m.unsigned_abs(), 2),
+        (b':', s.unsigned_abs(), 2),
+        (b'.', milli.unsigned_abs(), 3),
+    ];
+    for (separator, value, width) in fields {
+        out.push(separator);
+        padded(value, width, out);
+    }
+    out.push(b'Z');
+}
+
+/// `n` in decimal, zero-padded to at least `width` digits.
+fn padded(n: u64, width: usize, out: &mut Vec<u8>) {
+    let mut digits = [b'0'; 20];
+    let (mut n, mut start) = (n, digits.len());
+    while n > 0 {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+    }
+    let start = start.min(digits.len() - width);
+    out.extend_from_slice(&digits[start..]);
 }
 
 /// Reads `YYYY`, `YYYY-MM`, `YYYY-MM-DD`, optionally followed by `T` (or a space) and

@@ -13,7 +13,7 @@ use std::str::FromStr;
 use mongodb::bson::{Bson, DateTime, Document};
 use serde_json::Value;
 
-pub use date::format_iso;
+pub use date::{format_iso, write_iso};
 pub use number::{format_js_number, parse_js_number};
 
 /// A built-in cast function.

@@ -8,8 +8,7 @@ pub mod pr_update;
 pub mod projection_changes;
 pub mod sv_trigger;
 
-use mongodb::bson::{DateTime, Document};
-use serde_json::{Map, Value};
+use mongodb::bson::{Bson, DateTime, Document};
 
 use crate::engine::projection::Source;
 
@@ -68,7 +67,7 @@ impl ChangeOp {
     }
 }
 
-impl Change<'_> {
+impl<'a> Change<'a> {
     /// The document the event is about: `after`, or for a delete `before` (either one when
     /// the other is missing).
     pub fn document(&self) -> Result<&Document, OutputError> {
@@ -79,18 +78,31 @@ impl Change<'_> {
         first.or(second).ok_or(OutputError::NoDocument { projection: self.projection.to_string() })
     }
 
-    /// The primary key of [`Change::document`] as a JSON object, in key order.
-    pub fn primary_key_json(&self) -> Result<Value, OutputError> {
+    /// The primary key of [`Change::document`]: its fields and values, in key order.
+    pub fn primary_key(&self) -> Result<Vec<(&str, &Bson)>, OutputError> {
         let document = self.document()?;
-        let mut key = Map::new();
-        for field in self.primary_keys {
+        let field_of = |field: &'a String| {
             let value = document.get(field).ok_or_else(|| OutputError::MissingPrimaryKey {
                 projection: self.projection.to_string(),
                 field: field.clone(),
             })?;
-            key.insert(field.clone(), json::to_json(value));
-        }
-        Ok(Value::Object(key))
+            Ok((field.as_str(), value))
+        };
+        self.primary_keys.iter().map(field_of).collect()
+    }
+
+    /// Runs `write` into a fresh buffer of `capacity` bytes: the JSON bytes of an event.
+    fn json(
+        &self,
+        capacity: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> json::Written,
+    ) -> Result<Vec<u8>, OutputError> {
+        let mut out = Vec::with_capacity(capacity);
+        write(&mut out).map_err(|source| OutputError::Serialize {
+            projection: self.projection.to_string(),
+            source,
+        })?;
+        Ok(out)
     }
 }
 
@@ -127,23 +139,26 @@ pub enum OutputError {
     },
 }
 
-/// `__internal__kafkaInfo` of an event: the offset as an integer, the timestamp as ISO.
-fn kafka_info_json(kafka: &Source) -> Value {
-    let mut info = Map::new();
-    info.insert("topic".into(), Value::from(kafka.topic.as_str()));
-    info.insert("partition".into(), Value::from(kafka.partition));
-    info.insert("offset".into(), Value::from(kafka.offset));
-    info.insert("key".into(), json::to_json(&kafka.key));
-    info.insert("timestamp".into(), Value::from(json::iso_date(kafka.timestamp_ms)));
-    Value::Object(info)
+/// Appends a primary key (of [`Change::primary_key`]) as a JSON object, in key order.
+fn write_primary_key(fields: &[(&str, &Bson)], out: &mut Vec<u8>) -> json::Written {
+    let mut key = json::Object::open(out);
+    for (field, value) in fields {
+        json::write_value(value, key.key(field)?)?;
+    }
+    key.close();
+    Ok(())
 }
 
-/// `value` as UTF-8 JSON bytes.
-fn to_bytes(change: &Change, value: &Value) -> Result<Vec<u8>, OutputError> {
-    serde_json::to_vec(value).map_err(|source| OutputError::Serialize {
-        projection: change.projection.to_string(),
-        source,
-    })
+/// Appends `__internal__kafkaInfo` of an event: the offset as an integer, the timestamp as ISO.
+fn write_kafka_info(kafka: &Source, out: &mut Vec<u8>) -> json::Written {
+    let mut info = json::Object::open(out);
+    json::write_str(&kafka.topic, info.key("topic")?)?;
+    serde_json::to_writer(info.key("partition")?, &kafka.partition)?;
+    serde_json::to_writer(info.key("offset")?, &kafka.offset)?;
+    json::write_value(&kafka.key, info.key("key")?)?;
+    json::write_date(kafka.timestamp_ms, info.key("timestamp")?);
+    info.close();
+    Ok(())
 }
 
 #[cfg(test)]

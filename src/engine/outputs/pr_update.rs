@@ -3,9 +3,9 @@
 //! and after the write, header [`MESSAGE_SCHEMA_HEADER`](super::MESSAGE_SCHEMA_HEADER) =
 //! [`PR_UPDATE_V1_SCHEMA`].
 
-use serde_json::{Map, Value};
+use mongodb::bson::Bson;
 
-use super::{Change, ChangeOp, OutputError, json, kafka_info_json, to_bytes};
+use super::{Change, ChangeOp, OutputError, json, write_kafka_info, write_primary_key};
 
 /// The `messageSchema` header of a v1.0.0 pr-update (UTF-8 JSON).
 pub const PR_UPDATE_V1_SCHEMA: &str = r#"{"type":"pr-update","version":"v1.0.0"}"#;
@@ -13,44 +13,43 @@ pub const PR_UPDATE_V1_SCHEMA: &str = r#"{"type":"pr-update","version":"v1.0.0"}
 /// The key: `{"<pk field>": value, ...}` in primary-key order, from the document after the
 /// write (before it for a delete).
 pub fn pr_update_key(change: &Change) -> Result<Vec<u8>, OutputError> {
-    to_bytes(change, &change.primary_key_json()?)
+    let fields = change.primary_key()?;
+    change.json(64, |out| write_primary_key(&fields, out))
 }
 
 /// The v1.0.0 value: `operationType`, `operationTimestamp`, `documentId`, `projectionName`,
 /// `source`, `primaryKeys`, `before` (or `null`), `after` (absent for `DELETE`),
 /// `__internal__kafkaInfo` (offset as an integer). Documents are shown without `_id`.
 pub fn pr_update_value_v1(change: &Change) -> Result<Vec<u8>, OutputError> {
-    to_bytes(change, &value_v1(change)?)
-}
-
-fn value_v1(change: &Change) -> Result<Value, OutputError> {
     let id = change
         .document()?
         .get("_id")
         .ok_or_else(|| OutputError::MissingId { projection: change.projection.to_string() })?;
-    let stored =
-        |doc: Option<&mongodb::bson::Document>| doc.map_or(Value::Null, json::document_without_id);
-    let mut value = Map::new();
-    value.insert("operationType".into(), Value::from(change.op.as_str()));
-    let written_at = json::iso_date(change.written_at.timestamp_millis());
-    value.insert("operationTimestamp".into(), Value::from(written_at));
-    value.insert("documentId".into(), json::to_json(id));
-    value.insert("projectionName".into(), Value::from(change.projection));
-    value.insert("source".into(), Value::from(change.source));
-    value.insert("primaryKeys".into(), Value::from(change.primary_keys.to_vec()));
-    value.insert("before".into(), stored(change.before));
+    change.json(2048, |out| write_value_v1(change, id, out))
+}
+
+fn write_value_v1(change: &Change, id: &Bson, out: &mut Vec<u8>) -> json::Written {
+    let mut value = json::Object::open(out);
+    json::write_str(change.op.as_str(), value.key("operationType")?)?;
+    json::write_date(change.written_at.timestamp_millis(), value.key("operationTimestamp")?);
+    json::write_value(id, value.key("documentId")?)?;
+    json::write_str(change.projection, value.key("projectionName")?)?;
+    json::write_str(change.source, value.key("source")?)?;
+    serde_json::to_writer(value.key("primaryKeys")?, change.primary_keys)?;
+    json::write_stored(change.before, value.key("before")?)?;
     if change.op != ChangeOp::Delete {
-        value.insert("after".into(), stored(change.after));
+        json::write_stored(change.after, value.key("after")?)?;
     }
-    value.insert("__internal__kafkaInfo".into(), kafka_info_json(change.kafka));
-    Ok(Value::Object(value))
+    write_kafka_info(change.kafka, value.key("__internal__kafkaInfo")?)?;
+    value.close();
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use mongodb::bson::oid::ObjectId;
     use mongodb::bson::{Bson, DateTime, Document, doc};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::engine::outputs::fixtures::{W, b1, customers_source, metadata, source};

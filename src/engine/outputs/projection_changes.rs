@@ -1,7 +1,7 @@
 //! Projection changes in MongoDB (SPEC §4.2): one document per `(type, identifier)` whose
 //! `changes` array tells the single-view creator what to aggregate. [`projection_change_update`]
 //! builds the upsert of one change (pure); [`upsert_projection_changes`] sends a batch of them
-//! as one `update` command; [`ensure_projection_change_indexes`] creates the indexes the
+//! as one `update` command, encoded straight into BSON (module `encode`); [`ensure_projection_change_indexes`] creates the indexes the
 //! single-view creator relies on.
 //!
 //! Upsert rule: if the document has a `NEW` element, its message metadata is refreshed (every
@@ -12,10 +12,13 @@
 //! the conditional needs one); every value that comes from data is wrapped in `$literal`, so a
 //! string starting with `$` is stored as it is and never read as a field path.
 
-use mongodb::bson::{Bson, DateTime, Document, doc};
+use std::sync::LazyLock;
+
+use mongodb::bson::{Bson, DateTime, Document, bson, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
+use crate::engine::encode::{self, EncodeError};
 use crate::engine::projection::Source;
 
 /// The unique index on `{identifier: 1, type: 1}`.
@@ -45,6 +48,14 @@ pub enum ProjectionChangesError {
         collection: String,
         /// The driver's error.
         source: mongodb::error::Error,
+    },
+    /// The `update` command could not be encoded.
+    #[error("encoding the update on {collection} failed: {source}")]
+    Encode {
+        /// The collection.
+        collection: String,
+        /// The encoder's error.
+        source: EncodeError,
     },
     /// The `update` command did not run or its reply was not understood.
     #[error("update on {collection} failed: {source}")]
@@ -80,6 +91,24 @@ pub enum ProjectionChangesError {
     },
 }
 
+/// `changes` as an array (`[]` before the document exists): `$$old` of the update.
+static OLD_CHANGES: LazyLock<Bson> =
+    LazyLock::new(|| bson!({ "$cond": [{ "$isArray": "$changes" }, "$changes", []] }));
+
+/// The new `changes`: every `NEW` element of `$$old` merged with `$$fresh`, or `$$fresh`
+/// appended when there is none. The same in every upsert, so built once.
+static REFRESH_OR_APPEND: LazyLock<Bson> = LazyLock::new(|| {
+    bson!({ "$cond": [
+        { "$in": ["NEW", "$$old.state"] },
+        { "$map": { "input": "$$old", "as": "c", "in": { "$cond": [
+            { "$eq": ["$$c.state", "NEW"] },
+            { "$mergeObjects": ["$$c", "$$fresh"] },
+            "$$c",
+        ] } } },
+        { "$concatArrays": ["$$old", ["$$fresh"]] },
+    ] })
+});
+
 /// The upsert recording that `kafka`'s message changed the single view `single_view_type`
 /// (its configured type) at `identifier`, written at `now`.
 pub fn projection_change_update(
@@ -99,19 +128,8 @@ pub fn projection_change_update(
     };
     let changes = doc! {
         "$let": {
-            "vars": {
-                "old": { "$cond": [{ "$isArray": "$changes" }, "$changes", []] },
-                "fresh": { "$literal": fresh },
-            },
-            "in": { "$cond": [
-                { "$in": ["NEW", "$$old.state"] },
-                { "$map": { "input": "$$old", "as": "c", "in": { "$cond": [
-                    { "$eq": ["$$c.state", "NEW"] },
-                    { "$mergeObjects": ["$$c", "$$fresh"] },
-                    "$$c",
-                ] } } },
-                { "$concatArrays": ["$$old", ["$$fresh"]] },
-            ] },
+            "vars": { "old": OLD_CHANGES.clone(), "fresh": { "$literal": fresh } },
+            "in": REFRESH_OR_APPEND.clone(),
         },
     };
     let set = doc! {
@@ -178,14 +196,12 @@ async fn send(
     if upserts.is_empty() {
         return Ok(None);
     }
-    let statements: Vec<Document> = upserts
-        .iter()
-        .map(|u| doc! { "q": u.filter.clone(), "u": u.pipeline.clone(), "upsert": true })
-        .collect();
-    let command = doc! { "update": collection, "updates": statements, "ordered": true };
-    let reply = db.run_command(command).await.map_err(|source| ProjectionChangesError::Update {
-        collection: collection.to_string(),
-        source,
+    let statements = upserts.iter().map(|u| (&u.filter, u.pipeline.as_slice()));
+    let command = encode::pipeline_update_command(collection, statements).map_err(|source| {
+        ProjectionChangesError::Encode { collection: collection.to_string(), source }
+    })?;
+    let reply = db.run_raw_command(command).await.map_err(|source| {
+        ProjectionChangesError::Update { collection: collection.to_string(), source }
     })?;
     judge_reply(&reply, collection, upserts)
 }

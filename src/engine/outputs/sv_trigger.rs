@@ -5,9 +5,8 @@
 //! [`SV_TRIGGER_SCHEMA`].
 
 use mongodb::bson::Document;
-use serde_json::{Map, Value};
 
-use super::{Change, OutputError, json, kafka_info_json, to_bytes};
+use super::{Change, OutputError, json, write_kafka_info, write_primary_key};
 
 /// The `messageSchema` header of a v1.0.0 sv-trigger (UTF-8 JSON).
 pub const SV_TRIGGER_SCHEMA: &str = r#"{"type":"sv-trigger","version":"v1.0.0"}"#;
@@ -29,28 +28,31 @@ pub fn sv_trigger(
     identifier: &Document,
     change: &Change,
 ) -> Result<Record, OutputError> {
-    let identifier = json::document(identifier);
-    let mut data = Map::new();
-    data.insert("projectionName".into(), Value::from(change.projection));
-    data.insert("projectionIdentifier".into(), change.primary_key_json()?);
-    data.insert("data".into(), json::document_without_id(change.document()?));
-    let mut value = Map::new();
-    value.insert("type".into(), Value::from("aggregation"));
-    value.insert("singleViewName".into(), Value::from(single_view));
-    value.insert("singleViewIdentifier".into(), identifier.clone());
-    value.insert("change".into(), Value::Object(data));
-    value.insert("__internal__kafkaInfo".into(), kafka_info_json(change.kafka));
-    Ok(Record {
-        key: to_bytes(change, &identifier)?,
-        value: to_bytes(change, &Value::Object(value))?,
-    })
+    let fields = change.primary_key()?;
+    let data = change.document()?;
+    let key = change.json(64, |out| json::write_document(identifier, false, out))?;
+    let value = change.json(1024, |out| {
+        let mut value = json::Object::open(out);
+        json::write_str("aggregation", value.key("type")?)?;
+        json::write_str(single_view, value.key("singleViewName")?)?;
+        value.key("singleViewIdentifier")?.extend_from_slice(&key);
+        let mut about = json::Object::open(value.key("change")?);
+        json::write_str(change.projection, about.key("projectionName")?)?;
+        write_primary_key(&fields, about.key("projectionIdentifier")?)?;
+        json::write_document(data, true, about.key("data")?)?;
+        about.close();
+        write_kafka_info(change.kafka, value.key("__internal__kafkaInfo")?)?;
+        value.close();
+        Ok(())
+    })?;
+    Ok(Record { key, value })
 }
 
 #[cfg(test)]
 mod tests {
     use mongodb::bson::oid::ObjectId;
     use mongodb::bson::{Bson, DateTime, doc};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::engine::outputs::ChangeOp;
