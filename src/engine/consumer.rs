@@ -144,6 +144,14 @@ struct Prepared {
     counts: BatchCounts,
 }
 
+/// What a retried step reports: the `/readyz` dependency, the `rtu_transient_retries_total`
+/// kind and the log line.
+struct Retry {
+    dependency: &'static str,
+    kind: &'static str,
+    what: &'static str,
+}
+
 /// A batch written to MongoDB, waiting for its outputs and offsets.
 struct Written {
     batch: Vec<OwnedMessage>,
@@ -766,21 +774,35 @@ impl Engine {
         announcer: &Announcer,
         applied: &[Applied<'_>],
     ) -> Option<Vec<announce::Failure>> {
+        let retry = Retry {
+            dependency: "outputs",
+            kind: "outputs",
+            what: "outputs failed; announcing the batch again",
+        };
+        self.retry(retry, || announcer.announce(applied)).await
+    }
+
+    /// Runs `attempt` until it succeeds, with back-off (200 ms doubling to 30 s), `/readyz`
+    /// failing for the dependency meanwhile and each retry counted; `None` when shutdown was
+    /// asked for.
+    async fn retry<T, E: std::fmt::Display, F: Future<Output = Result<T, E>>>(
+        &self,
+        retry: Retry,
+        mut attempt: impl FnMut() -> F,
+    ) -> Option<T> {
         let mut backoff = Duration::from_millis(200);
+        let health = &self.telemetry.health;
         loop {
-            match announcer.announce(applied).await {
-                Ok(failures) => {
-                    self.telemetry.health.recovered("outputs");
-                    return Some(failures);
+            match attempt().await {
+                Ok(done) => {
+                    health.recovered(retry.dependency);
+                    return Some(done);
                 }
                 Err(e) => {
-                    self.telemetry.health.failing("outputs");
-                    self.telemetry
-                        .metrics
-                        .transient_retries
-                        .get_or_create(&KindLabel { kind: "outputs" })
-                        .inc();
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "outputs failed; announcing the batch again");
+                    health.failing(retry.dependency);
+                    let label = KindLabel { kind: retry.kind };
+                    self.telemetry.metrics.transient_retries.get_or_create(&label).inc();
+                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "{}", retry.what);
                     if !self.sleep_unless_shutdown(backoff).await {
                         return None;
                     }
@@ -924,9 +946,8 @@ impl Engine {
         &self,
         statements: &[Vec<Statement>],
     ) -> Option<Vec<(Vec<Outcome>, Vec<Option<Images>>)>> {
-        let mut backoff = Duration::from_millis(200);
         let metrics = &self.telemetry.metrics;
-        loop {
+        let attempt = || {
             let groups = self.groups_per_target();
             let writes = statements.iter().enumerate().map(|(group, stmts)| {
                 let target = &self.targets[group / groups];
@@ -947,25 +968,14 @@ impl Engine {
                     outcomes
                 }
             });
-            match try_join_all(writes).await {
-                Ok(outcomes) => {
-                    self.telemetry.health.recovered("mongodb writes");
-                    return Some(outcomes);
-                }
-                Err(e) => {
-                    self.telemetry.health.failing("mongodb writes");
-                    metrics
-                        .transient_retries
-                        .get_or_create(&KindLabel { kind: "mongodb_write" })
-                        .inc();
-                    warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "mongodb write failed; retrying the batch");
-                    if !self.sleep_unless_shutdown(backoff).await {
-                        return None;
-                    }
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
-                }
-            }
-        }
+            try_join_all(writes)
+        };
+        let retry = Retry {
+            dependency: "mongodb writes",
+            kind: "mongodb_write",
+            what: "mongodb write failed; retrying the batch",
+        };
+        self.retry(retry, attempt).await
     }
 
     /// Per partition, stores the highest processed offset below its first blocked one
