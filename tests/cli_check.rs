@@ -19,6 +19,9 @@ fn every_shipped_engine_example_is_valid() {
     let mut checked = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue; // the files the configs refer to
+        }
         let out = rtu_check(&path);
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
@@ -30,7 +33,7 @@ fn every_shipped_engine_example_is_valid() {
         assert!(stdout.contains("valid engine config"), "{stdout}");
         checked += 1;
     }
-    assert!(checked > 0, "no example found");
+    assert!(checked >= 2, "{checked} example(s) found");
 }
 
 #[test]
