@@ -225,7 +225,20 @@ pub fn offsets_on(
         tpl.add_partition(topic, p);
     }
     let committed: Vec<Option<i64>> = {
-        let list = consumer.committed_offsets(tpl, Duration::from_secs(10)).unwrap();
+        // Right after a broker starts, the group coordinator may not be ready yet
+        // (NotCoordinator, CoordinatorLoadInProgress): ask again for up to 30 s.
+        let mut attempts = 0;
+        let list = loop {
+            match consumer.committed_offsets(tpl.clone(), Duration::from_secs(10)) {
+                Ok(list) => break list,
+                Err(e) if attempts < 30 => {
+                    attempts += 1;
+                    eprintln!("committed offsets of {group} not readable yet ({e}); retrying");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+                Err(e) => panic!("committed offsets of {group} on {bootstrap}: {e}"),
+            }
+        };
         list.elements()
             .iter()
             .map(|e| match e.offset() {
