@@ -7,13 +7,10 @@
 use std::time::Duration;
 
 use mongodb::bson::{Document, doc};
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
 use serde_json::{Value, json};
 
 use crate::support::engine::{Options, Setup, metric, offsets_on, produce, signal_and_wait};
-use crate::support::kafka::{create_topic, plaintext_config};
+use crate::support::kafka::{self, create_topic};
 use crate::support::{eventually, unique_name};
 
 /// A Debezium event: key = the primary key, value = `op` with `after` (or `before` for d).
@@ -25,7 +22,7 @@ fn dbz(key: Value, op: &str, row: Value) -> (String, String) {
     (key.to_string(), value.to_string())
 }
 
-/// One record read back from an output topic.
+/// One event read back from an output topic: JSON key and value, `messageSchema` header.
 #[derive(Debug)]
 struct Record {
     key: Value,
@@ -33,39 +30,19 @@ struct Record {
     schema: String,
 }
 
-/// Every record of `topic`: at least `n` (or a failure), then whatever comes within a second.
+/// Every event of `topic`: at least `n`, then whatever comes within a second.
 async fn read_topic(topic: &str, n: usize) -> Vec<Record> {
-    let consumer: BaseConsumer = plaintext_config()
-        .set("group.id", unique_name("reader"))
-        .set("enable.auto.commit", "false")
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut records = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let mut idle = 0;
-    while (records.len() < n || idle < 5) && std::time::Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else {
-            idle += 1;
-            continue;
-        };
-        idle = 0;
-        let m = message.unwrap();
-        let schema = m
-            .headers()
-            .and_then(|h| h.iter().find(|h| h.key == "messageSchema"))
-            .and_then(|h| h.value)
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default();
-        records.push(Record {
-            key: serde_json::from_slice(m.key().unwrap()).unwrap(),
-            value: serde_json::from_slice(m.payload().unwrap()).unwrap(),
-            schema,
-        });
-    }
+    let records = kafka::read_topic(topic, n, Duration::from_secs(1));
     assert!(records.len() >= n, "{topic}: {} of {n} records: {records:?}", records.len());
+    let json = |bytes: &Option<Vec<u8>>| serde_json::from_slice(bytes.as_deref().unwrap()).unwrap();
     records
+        .iter()
+        .map(|r| Record {
+            key: json(&r.key),
+            value: json(&r.value),
+            schema: r.header("messageSchema").to_string(),
+        })
+        .collect()
 }
 
 /// The topics and config of the worked example.
@@ -260,7 +237,8 @@ async fn worked_example_pr_updates_projection_changes_and_sv_triggers() {
     let (_, text) = engine.get("/metrics").await;
     let pu = format!(r#"rtu_pr_updates_total{{topic="{}"}}"#, ex.pu_items);
     assert_eq!(metric(&text, &pu), Some(4.0), "{text}");
-    assert!(text.contains("rtu_strategy_duration_seconds"), "{text}");
+    let runs = metric(&text, r#"rtu_strategy_duration_seconds_count{single_view="__automatic__"}"#);
+    assert!(runs.is_some_and(|n| n >= 1.0), "the automatic strategy ran: {text}");
     assert!(signal_and_wait(&mut engine, "TERM").success());
     ex.setup.finish().await;
 }
@@ -381,30 +359,17 @@ functions:
 
 /// (reason, source topic, source offset) of the dead-letter records, sorted.
 async fn read_dead_letters(topic: &str, n: usize) -> Vec<(String, String, String)> {
-    let consumer: BaseConsumer = plaintext_config()
-        .set("group.id", unique_name("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while out.len() < n && std::time::Instant::now() < deadline {
-        let Some(message) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let m = message.unwrap();
-        let header = |name: &str| {
-            m.headers()
-                .and_then(|h| h.iter().find(|h| h.key == name))
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        out.push((
-            header("rtu-dlq-reason"),
-            header("rtu-dlq-source-topic"),
-            header("rtu-dlq-source-offset"),
-        ));
-    }
+    let mut out: Vec<_> = kafka::read_topic(topic, n, Duration::ZERO)
+        .iter()
+        .map(|r| {
+            let header = |name| r.header(name).to_string();
+            (
+                header("rtu-dlq-reason"),
+                header("rtu-dlq-source-topic"),
+                header("rtu-dlq-source-offset"),
+            )
+        })
+        .collect();
     out.sort();
     out
 }

@@ -3,17 +3,14 @@
 //! record with its bytes, its headers and the `rtu-dlq-*` headers, commits past it and goes on;
 //! a dead-letter topic that does not exist falls back to `stop`.
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use rdkafka::Message;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::support::engine::{
     Options, Setup, event, metric, produce, produce_with_headers, signal_and_wait,
 };
-use crate::support::kafka::{create_topic, plaintext_config};
+use crate::support::kafka::{create_topic, read_topic};
 use crate::support::{eventually, unique_name};
 
 fn ids(docs: &crate::support::engine::Documents) -> Vec<String> {
@@ -97,37 +94,6 @@ async fn pause_topic_pauses_the_failing_topic_and_the_others_go_on() {
     setup.finish().await;
 }
 
-/// Every record of `topic` (1 partition) from the beginning: (key, value, headers).
-type Record = (Option<Vec<u8>>, Option<Vec<u8>>, BTreeMap<String, String>);
-
-fn read_all(topic: &str, expected: usize) -> Vec<Record> {
-    let consumer: BaseConsumer = plaintext_config()
-        .set("group.id", unique_name("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[topic]).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while out.len() < expected && std::time::Instant::now() < deadline {
-        let Some(m) = consumer.poll(Duration::from_millis(200)) else { continue };
-        let m = m.unwrap();
-        let headers = m
-            .headers()
-            .map(|h| {
-                h.iter()
-                    .map(|h| {
-                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
-                        (h.key.to_string(), value.into_owned())
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        out.push((m.key().map(<[u8]>::to_vec), m.payload().map(<[u8]>::to_vec), headers));
-    }
-    out
-}
-
 #[tokio::test]
 async fn dead_letter_keeps_the_record_adds_why_and_goes_on() {
     let dlq = unique_name("engine-dlq-dead");
@@ -157,7 +123,10 @@ async fn dead_letter_keeps_the_record_adds_why_and_goes_on() {
     })
     .await;
     assert_eq!(ids(&setup.documents().await), ["A-0", "A-1", "A-2", "A-3"]);
-    let records = read_all(&dlq, 2);
+    let records: Vec<_> = read_topic(&dlq, 2, Duration::ZERO)
+        .into_iter()
+        .map(|r| (r.key, r.value, r.headers))
+        .collect();
     assert_eq!(records.len(), 2, "dead-letter records: {records:?}");
     for ((key, value, headers), (source, offset, code)) in records
         .iter()

@@ -50,3 +50,59 @@ pub async fn create_topic_on(bootstrap: &str, topic: &str, partitions: i32) {
         result.unwrap_or_else(|(t, e)| panic!("creating topic {t} failed: {e}"));
     }
 }
+
+/// One record read back from a topic: key and value bytes (`None` = null) and headers.
+#[derive(Debug)]
+pub struct Read {
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+impl Read {
+    /// A header's value, or "".
+    pub fn header(&self, name: &str) -> &str {
+        self.headers.get(name).map_or("", String::as_str)
+    }
+}
+
+/// The records of `topic` from its beginning: at least `n` (fewer only after 60 s), then
+/// whatever else arrives until nothing came for `linger`.
+pub fn read_topic(topic: &str, n: usize, linger: Duration) -> Vec<Read> {
+    use rdkafka::Message;
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::message::Headers;
+    let consumer: BaseConsumer = plaintext_config()
+        .set("group.id", super::unique_name("reader"))
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .expect("reader");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let mut quiet_since = std::time::Instant::now();
+    while std::time::Instant::now() < deadline && (out.len() < n || quiet_since.elapsed() < linger)
+    {
+        let Some(m) = consumer.poll(Duration::from_millis(100)) else { continue };
+        let m = m.expect("poll");
+        quiet_since = std::time::Instant::now();
+        let headers = m
+            .headers()
+            .map(|h| {
+                h.iter()
+                    .map(|h| {
+                        let value = String::from_utf8_lossy(h.value.unwrap_or_default());
+                        (h.key.to_string(), value.into_owned())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        out.push(Read {
+            key: m.key().map(<[u8]>::to_vec),
+            value: m.payload().map(<[u8]>::to_vec),
+            headers,
+        });
+    }
+    out
+}
