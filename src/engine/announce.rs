@@ -6,6 +6,7 @@
 //! throws, or times out three times for one message, fails that message (error policy).
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,7 +26,7 @@ use crate::engine::outputs::{
     ProjectionChangesError, SV_TRIGGER_SCHEMA,
 };
 use crate::engine::projection::Source;
-use crate::engine::script::{CallError, FunctionKind, Limits, ScriptError, ScriptHost};
+use crate::engine::script::{CallError, ScriptError, ScriptHost};
 use crate::engine::strategy::{
     self, AutomaticStrategy, ProjectionInfo, SchemaErrors, Start, StrategyError, SvIdentifier,
 };
@@ -166,7 +167,7 @@ impl Announcer {
             pc_collection: o.projection_changes.as_ref().map(|p| p.collection.clone()),
             sv_topic: o.single_view_trigger.as_ref().map(|s| s.topic.clone()),
             automatic: load_automatic(config)?,
-            scripts: load_strategies(config)?,
+            scripts: functions::load_strategies(config).map_err(AnnounceError::LoadFunctions)?,
             custom,
             max_exec,
             writes_in_flight: config.tuning.writes_in_flight as usize,
@@ -313,6 +314,7 @@ impl Announcer {
                 match call.await {
                     Ok(ids) => {
                         self.observe(view, started);
+                        self.forget_timeouts(a.source);
                         let ids = ids.into_iter().map(|identifier| SvIdentifier {
                             single_view: view.clone(),
                             identifier,
@@ -363,6 +365,14 @@ impl Announcer {
         Ok(Some(Failure { message: a.message, code: e.code(), reason: e.to_string() }))
     }
 
+    /// A message whose strategy answered no longer counts its earlier timeouts.
+    fn forget_timeouts(&self, source: &Source) {
+        let mut timeouts = self.timeouts.lock().unwrap_or_else(|p| p.into_inner());
+        if !timeouts.is_empty() {
+            timeouts.remove(&(source.topic.clone(), source.partition, source.offset));
+        }
+    }
+
     fn observe(&self, view: &str, started: Instant) {
         let label = SingleViewLabel { single_view: view.to_string() };
         let histogram = self.telemetry.metrics.strategy_duration.get_or_create(&label);
@@ -376,33 +386,31 @@ impl Announcer {
         changes: &[Announced<'_>],
     ) -> Result<(), AnnounceError> {
         let Some(collection) = &self.pc_collection else { return Ok(()) };
-        let now = DateTime::now();
-        // Keyed by the identifier's canonical extended JSON (Document is not hashable).
-        let mut slots: HashMap<(String, String), usize> = HashMap::new();
-        let mut updates: Vec<outputs::ChangeUpsert> = Vec::new();
-        let mut views: Vec<String> = Vec::new();
+        // One upsert per identifier, built from its last change in the batch (the document
+        // ends the same); keyed by the identifier's extended JSON (Document is not hashable).
+        let mut slots: HashMap<(&str, String), usize> = HashMap::new();
+        let mut latest: Vec<(&SvIdentifier, &Source)> = Vec::new();
         for (_, change, ids) in changes {
             for id in *ids {
-                let update = outputs::projection_change_update(
-                    &id.single_view,
-                    &id.identifier,
-                    change.kafka,
-                    now,
-                );
-                let slot = (id.single_view.clone(), id.identifier.to_string());
-                match slots.get(&slot) {
-                    Some(&i) => updates[i] = update,
-                    None => {
-                        slots.insert(slot, updates.len());
-                        updates.push(update);
-                        views.push(id.single_view.clone());
+                match slots.entry((id.single_view.as_str(), id.identifier.to_string())) {
+                    Entry::Occupied(slot) => latest[*slot.get()] = (id, change.kafka),
+                    Entry::Vacant(slot) => {
+                        slot.insert(latest.len());
+                        latest.push((id, change.kafka));
                     }
                 }
             }
         }
-        if updates.is_empty() {
+        if latest.is_empty() {
             return Ok(());
         }
+        let now = DateTime::now();
+        let updates: Vec<outputs::ChangeUpsert> = latest
+            .iter()
+            .map(|(id, kafka)| {
+                outputs::projection_change_update(&id.single_view, &id.identifier, kafka, now)
+            })
+            .collect();
         // One identifier is in one slice at most, so the slices go out concurrently (one
         // ordered command holds one mongod thread).
         let slices = updates.len().div_ceil(self.writes_in_flight.max(1)).max(1);
@@ -410,8 +418,8 @@ impl Announcer {
             .chunks(slices)
             .map(|chunk| outputs::upsert_projection_changes(&self.db, collection, chunk));
         futures::future::try_join_all(sends).await.map_err(AnnounceError::ProjectionChanges)?;
-        for view in views {
-            let label = SingleViewLabel { single_view: view };
+        for (id, _) in latest {
+            let label = SingleViewLabel { single_view: id.single_view.clone() };
             self.telemetry.metrics.projection_changes.get_or_create(&label).inc();
         }
         Ok(())
@@ -582,23 +590,4 @@ pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>
     let er = PathBuf::from(&files.er_schema);
     let pc = PathBuf::from(&files.projection_changes_schema);
     strategy::load(&er, &pc, &projections).map(Some).map_err(AnnounceError::LoadSchemas)
-}
-
-/// The JavaScript strategies of `config`, loaded (syntax and exports checked).
-pub fn load_strategies(config: &EngineConfig) -> Result<Option<ScriptHost>, AnnounceError> {
-    let strategies = &config.outputs.strategies;
-    let mut names: Vec<&str> =
-        strategies.custom.values().flat_map(|v| v.values()).map(|f| function_name(f)).collect();
-    names.sort_unstable();
-    names.dedup();
-    if names.is_empty() {
-        return Ok(None);
-    }
-    let limits = Limits {
-        time: Duration::from_millis(u64::from(strategies.max_exec_time_ms)),
-        memory_bytes: config.functions.memory_limit_mib as usize * 1024 * 1024,
-    };
-    ScriptHost::load(&functions::files(config, &names), FunctionKind::Strategy, limits)
-        .map(Some)
-        .map_err(AnnounceError::LoadFunctions)
 }

@@ -77,6 +77,8 @@ struct Target {
     key: PrimaryKey,
     /// The primary-key source fields, in order (what a JavaScript adapter is given).
     key_fields: Vec<String>,
+    /// The primary-key target fields, in order (the outputs' keys).
+    key_targets: Vec<String>,
 }
 
 /// How a target's messages become change events.
@@ -142,6 +144,8 @@ struct Prepared {
     /// Messages that failed, in batch order.
     failures: Vec<MessageFailure>,
     counts: BatchCounts,
+    /// Per message: where it came from, kept for the outputs (only when some are on).
+    sources: Vec<Option<Source>>,
 }
 
 /// What a retried step reports: the `/readyz` dependency, the `rtu_transient_retries_total`
@@ -225,7 +229,10 @@ impl Engine {
             }
             let key = projection.adapter_key();
             let key_fields = key.0.iter().map(|(f, _)| f.clone()).collect();
-            targets.push(Target { name: p.name.clone(), projection, adapter, key, key_fields });
+            let key_targets =
+                projection.primary_key_targets().into_iter().map(String::from).collect();
+            let name = p.name.clone();
+            targets.push(Target { name, projection, adapter, key, key_fields, key_targets });
         }
         let uri = config.mongodb.uri.read("mongodb.uri")?;
         let db = Client::with_uri_str(&uri)
@@ -516,6 +523,7 @@ impl Engine {
             fates: vec![Fate::Halted; batch.len()],
             failures: Vec::new(),
             counts: BatchCounts::default(),
+            sources: Vec::new(),
         };
         for (i, msg) in batch.iter().enumerate() {
             if (!halted.is_empty() || !prepared.blocked.is_empty())
@@ -526,8 +534,12 @@ impl Engine {
             let target = self.by_topic.get(msg.topic()).copied();
             prepared.targets[i] = target;
             match self.prepare(msg, target, now, &mut prepared.counts) {
-                Ok(Ok(stmts)) => {
+                Ok(Ok((stmts, source))) => {
                     prepared.fates[i] = Fate::Written { applied: false };
+                    if self.announcer.is_some() {
+                        prepared.sources.resize(batch.len(), None);
+                        prepared.sources[i] = Some(source);
+                    }
                     let Some(target) = target else { continue };
                     for statement in stmts {
                         let projection = &self.targets[target].projection;
@@ -561,7 +573,7 @@ impl Engine {
         target: Option<usize>,
         now: DateTime,
         counts: &mut BatchCounts,
-    ) -> Result<Result<Vec<Statement>, Skip>, (&'static str, String)> {
+    ) -> Result<Result<(Vec<Statement>, Source), Skip>, (&'static str, String)> {
         let Some(target) = target else {
             return Err(("UNKNOWN_TOPIC", "no projection for this topic".into()));
         };
@@ -593,7 +605,7 @@ impl Engine {
         for field in mapped.uncastable_fields {
             *counts.uncastable_fields.entry((t.name.clone(), field)).or_default() += 1;
         }
-        Ok(Ok(mapped.statements))
+        Ok(Ok((mapped.statements, source)))
     }
 
     /// Writes a batch (retried until MongoDB acknowledges it) and sorts its outcomes; `None`
@@ -723,22 +735,15 @@ impl Engine {
         }
         // Message order; a PK change's delete before its insert.
         writes.sort_by_key(|(i, _, image)| (*i, image.change != writer::Change::Delete));
-        let sources: HashMap<usize, Source> =
-            writes.iter().map(|(i, _, _)| (*i, source_of(&batch[*i]))).collect();
-        let keys: Vec<Vec<String>> = self
-            .targets
-            .iter()
-            .map(|t| t.projection.primary_key_targets().into_iter().map(String::from).collect())
-            .collect();
         let applied: Vec<Applied<'_>> = writes
             .iter()
             .filter_map(|(i, target, images)| {
                 Some(Applied {
                     message: *i,
                     projection: &self.targets[*target].name,
-                    primary_keys: &keys[*target],
+                    primary_keys: &self.targets[*target].key_targets,
                     images,
-                    source: sources.get(i)?,
+                    source: prepared.sources.get(*i)?.as_ref()?,
                 })
             })
             .collect();

@@ -12,48 +12,54 @@ use crate::engine::script::{FunctionKind, Limits, ScriptError, ScriptHost};
 
 /// The JavaScript casts the fields name (those that are not built in), `None` when none.
 pub fn load_casts(config: &EngineConfig) -> Result<Option<ScriptHost>, ScriptError> {
-    let mut names: Vec<&str> = config
+    let names = config
         .projections
         .iter()
         .flat_map(|p| &p.fields)
         .filter(|f| f.cast.parse::<Cast>().is_err())
-        .map(|f| function_name(&f.cast))
-        .collect();
-    names.sort_unstable();
-    names.dedup();
-    if names.is_empty() {
-        return Ok(None);
-    }
-    ScriptHost::load(&files(config, &names), FunctionKind::Cast, limits(config)).map(Some)
+        .map(|f| f.cast.as_str());
+    load(config, names, FunctionKind::Cast, config.functions.time_limit_ms)
 }
 
 /// The JavaScript adapters the config names (`adapter.function`), `None` when none.
 pub fn load_adapters(config: &EngineConfig) -> Result<Option<ScriptHost>, ScriptError> {
     let adapters = std::iter::once(&config.adapter)
         .chain(config.projections.iter().filter_map(|p| p.adapter.as_ref()));
-    let mut names: Vec<&str> =
-        adapters.filter_map(|a| a.function.as_deref()).map(function_name).collect();
+    let names = adapters.filter_map(|a| a.function.as_deref());
+    load(config, names, FunctionKind::Adapter, config.functions.time_limit_ms)
+}
+
+/// The JavaScript strategies of `outputs.strategies.custom` (limited to `maxExecTimeMs` a
+/// call), `None` when none.
+pub fn load_strategies(config: &EngineConfig) -> Result<Option<ScriptHost>, ScriptError> {
+    let strategies = &config.outputs.strategies;
+    let names = strategies.custom.values().flat_map(|v| v.values()).map(String::as_str);
+    load(config, names, FunctionKind::Strategy, strategies.max_exec_time_ms)
+}
+
+/// Loads the functions `references` name (`name` or `__fromFile__[name]`, each once) from
+/// `functions.files` as functions of `kind`; `None` when there are none.
+fn load<'a>(
+    config: &EngineConfig,
+    references: impl Iterator<Item = &'a str>,
+    kind: FunctionKind,
+    time_limit_ms: u32,
+) -> Result<Option<ScriptHost>, ScriptError> {
+    let mut names: Vec<&str> = references.map(function_name).collect();
     names.sort_unstable();
     names.dedup();
     if names.is_empty() {
         return Ok(None);
     }
-    ScriptHost::load(&files(config, &names), FunctionKind::Adapter, limits(config)).map(Some)
-}
-
-fn limits(config: &EngineConfig) -> Limits {
-    Limits {
-        time: Duration::from_millis(u64::from(config.functions.time_limit_ms)),
-        memory_bytes: config.functions.memory_limit_mib as usize * 1024 * 1024,
-    }
-}
-
-/// (name, path) of the named functions that `functions.files` lists.
-pub fn files(config: &EngineConfig, names: &[&str]) -> Vec<(String, PathBuf)> {
-    names
+    let files: Vec<(String, PathBuf)> = names
         .iter()
         .filter_map(|n| config.functions.files.get(*n).map(|p| (n.to_string(), PathBuf::from(p))))
-        .collect()
+        .collect();
+    let limits = Limits {
+        time: Duration::from_millis(u64::from(time_limit_ms)),
+        memory_bytes: config.functions.memory_limit_mib as usize * 1024 * 1024,
+    };
+    ScriptHost::load(&files, kind, limits).map(Some)
 }
 
 /// What `rtu check` reports about the files a valid config names: function files that do not
@@ -69,8 +75,8 @@ pub fn check_files(config: &EngineConfig) -> Vec<String> {
     if let Err(e) = announce::load_automatic(config) {
         problems.push(e.to_string());
     }
-    if let Err(e) = announce::load_strategies(config) {
-        problems.push(e.to_string());
+    if let Err(e) = load_strategies(config) {
+        problems.push(format!("functions (strategies): {e}"));
     }
     problems
 }
