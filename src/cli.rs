@@ -1,5 +1,5 @@
 //! The command line of the `rtu` binary and what each subcommand prints. Subcommands are added
-//! as each one works (`operator` and `crd` to come).
+//! as each one works (`operator` to come).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +35,13 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Print the CustomResourceDefinitions generated from the Rust types (both kinds, as one
+    /// YAML stream), or write one file per CRD into a directory.
+    Crd {
+        /// Write `<crd name>.yaml` files here instead of printing.
+        #[arg(long, value_name = "DIR")]
+        out_dir: Option<PathBuf>,
+    },
 }
 
 impl Cli {
@@ -43,8 +50,32 @@ impl Cli {
         match self.command {
             Command::Check { config } => check(&config),
             Command::Engine { config } => engine(&config),
+            Command::Crd { out_dir } => crd(out_dir.as_deref()),
         }
     }
+}
+
+fn crd(out_dir: Option<&std::path::Path>) -> ExitCode {
+    for (file, crd) in crate::api::crds() {
+        let yaml = match crate::api::crd_yaml(&crd) {
+            Ok(y) => y,
+            Err(e) => {
+                eprintln!("{file}: cannot render: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match out_dir {
+            None => print!("---\n{yaml}"),
+            Some(dir) => {
+                let path = dir.join(&file);
+                if let Err(e) = std::fs::write(&path, yaml) {
+                    eprintln!("{}: cannot write: {e}", path.display());
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    }
+    ExitCode::SUCCESS
 }
 
 fn engine(path: &std::path::Path) -> ExitCode {

@@ -2,6 +2,7 @@
 //! engine its worker pods run. One binary, `rtu`; this library holds everything it does so the
 //! integration tests can drive the same code.
 
+pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;

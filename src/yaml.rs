@@ -1,5 +1,5 @@
 //! The one place that touches `serde_yaml` (archived upstream): YAML documents in, with errors
-//! that carry the field path (`projections[0].fields[2].cast`) and the line.
+//! that carry the field path (`projections[0].fields[2].cast`) and the line, and YAML out.
 
 use serde::de::DeserializeOwned;
 
@@ -27,6 +27,15 @@ pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, YamlError> {
         let message = message.strip_prefix(&format!("{path}: ")).unwrap_or(&message);
         let message = message.split(" at line ").next().unwrap_or(message).to_string();
         YamlError { path, line, message }
+    })
+}
+
+/// Serializes a value as one YAML document.
+pub fn to_string<T: serde::Serialize>(value: &T) -> Result<String, YamlError> {
+    serde_yaml::to_string(value).map_err(|e| YamlError {
+        path: ".".to_string(),
+        line: None,
+        message: e.to_string(),
     })
 }
 
