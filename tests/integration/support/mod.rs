@@ -5,6 +5,7 @@ pub mod engine;
 pub mod kafka;
 pub mod kube;
 pub mod mongodb;
+pub mod operator;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,0 +1,205 @@
+//! The controller (`rtu operator`): watches RealTimeUpdaters, the SystemOfRecords, Secrets and
+//! ConfigMaps they reference, and their children, in one namespace, a list of namespaces or
+//! all; reconciles each RealTimeUpdater through the pipeline of [`reconcile`]; runs only while
+//! it holds the leader Lease.
+
+pub mod build;
+pub mod dereference;
+pub mod reconcile;
+pub mod status;
+pub mod telemetry;
+pub mod validate;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use futures::stream::BoxStream;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::core::PartialObjectMeta;
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use crate::api::{RealTimeUpdater, SystemOfRecord};
+use reconcile::Context;
+
+/// Which namespaces the operator watches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Scope {
+    /// Every namespace.
+    All,
+    /// These namespaces only.
+    Namespaces(Vec<String>),
+}
+
+type Guarded = DeserializeGuard<RealTimeUpdater>;
+
+/// Runs the controllers of `scope` until `shutdown` completes; in-flight reconciles finish.
+pub async fn run_controllers(
+    client: Client,
+    scope: Scope,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let namespaces: Vec<Option<String>> = match scope {
+        Scope::All => vec![None],
+        Scope::Namespaces(list) => list.into_iter().map(Some).collect(),
+    };
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    let streams: Vec<BoxStream<'static, ()>> = namespaces
+        .into_iter()
+        .map(|ns| controller(client.clone(), ns, Arc::clone(&ctx), shutdown.clone()))
+        .collect();
+    futures::stream::select_all(streams).for_each(|()| async {}).await;
+    info!("controllers stopped");
+}
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<DynamicType = ()>,
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// One controller over one namespace (or all): RealTimeUpdaters, their children, and what they
+/// reference, mapped back to the RealTimeUpdaters that use it.
+fn controller(
+    client: Client,
+    namespace: Option<String>,
+    ctx: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) -> BoxStream<'static, ()> {
+    let ns = namespace.as_deref();
+    let config = watcher::Config::default().any_semantic();
+    let labelled = watcher::Config::default().labels(build::OWNER_LABEL).any_semantic();
+    let (sor_store, sor_writer) = reflector::store::<SystemOfRecord>();
+    let sor_stream =
+        reflector(sor_writer, watcher(api::<SystemOfRecord>(&client, ns), config.clone()))
+            .default_backoff()
+            .touched_objects();
+    let controller = Controller::new(api::<Guarded>(&client, ns), config.clone());
+    let rtus = controller.store();
+    let by_sor = {
+        let rtus = rtus.clone();
+        move |sor: SystemOfRecord| users_of_sor(&rtus, &sor)
+    };
+    let by_secret = {
+        let (rtus, sors) = (rtus.clone(), sor_store.clone());
+        move |s: PartialObjectMeta<Secret>| {
+            users_of(&rtus, &sors, &s.namespace().unwrap_or_default(), |sor| {
+                dereference::secret_names(sor).contains(&s.name_any())
+            })
+        }
+    };
+    let by_config_map = {
+        let (rtus, sors) = (rtus.clone(), sor_store.clone());
+        move |c: PartialObjectMeta<ConfigMap>| {
+            users_of(&rtus, &sors, &c.namespace().unwrap_or_default(), |sor| {
+                dereference::config_map_names(sor).contains(&c.name_any())
+            })
+        }
+    };
+    let siblings = {
+        let rtus = rtus.clone();
+        move |changed: Guarded| siblings_of(&rtus, &changed)
+    };
+    controller
+        .owns(api::<Deployment>(&client, ns), labelled.clone())
+        .owns(api::<Service>(&client, ns), labelled.clone())
+        .owns(api::<PodDisruptionBudget>(&client, ns), labelled)
+        .watches_stream(sor_stream, by_sor)
+        .watches_stream(
+            watcher(api::<PartialObjectMeta<Secret>>(&client, ns), config.clone())
+                .touched_objects(),
+            by_secret,
+        )
+        .watches_stream(
+            watcher(api::<PartialObjectMeta<ConfigMap>>(&client, ns), config.clone())
+                .touched_objects(),
+            by_config_map,
+        )
+        .watches(api::<Guarded>(&client, ns), config, siblings)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::reconcile, reconcile::error_policy, ctx)
+        .filter_map(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "controller");
+            }
+            None::<()>
+        })
+        .chain(futures::stream::once(async {}))
+        .boxed()
+}
+
+/// The RealTimeUpdaters that reference `sor`.
+fn users_of_sor(rtus: &Store<Guarded>, sor: &SystemOfRecord) -> Vec<ObjectRef<Guarded>> {
+    let ns = sor.namespace().unwrap_or_default();
+    rtus.state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|r| {
+            r.namespace().as_deref() == Some(&ns)
+                && r.spec.system_of_record_ref.name == sor.name_any()
+        })
+        .map(|r| ObjectRef::new(&r.name_any()).within(&ns))
+        .collect()
+}
+
+/// The RealTimeUpdaters of `namespace` whose SystemOfRecord matches `uses`.
+fn users_of(
+    rtus: &Store<Guarded>,
+    sors: &Store<SystemOfRecord>,
+    namespace: &str,
+    uses: impl Fn(&SystemOfRecord) -> bool,
+) -> Vec<ObjectRef<Guarded>> {
+    let names: BTreeSet<String> = sors
+        .state()
+        .iter()
+        .filter(|s| s.namespace().as_deref() == Some(namespace) && uses(s))
+        .map(|s| s.name_any())
+        .collect();
+    rtus.state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|r| {
+            r.namespace().as_deref() == Some(namespace)
+                && names.contains(&r.spec.system_of_record_ref.name)
+        })
+        .map(|r| ObjectRef::new(&r.name_any()).within(namespace))
+        .collect()
+}
+
+/// When one RealTimeUpdater changes (or goes), the others of its SystemOfRecord may gain or
+/// lose projections.
+fn siblings_of(rtus: &Store<Guarded>, changed: &Guarded) -> Vec<ObjectRef<Guarded>> {
+    let Ok(changed) = &changed.0 else { return Vec::new() };
+    let ns = changed.namespace().unwrap_or_default();
+    rtus.state()
+        .iter()
+        .filter_map(|g| g.0.as_ref().ok())
+        .filter(|r| {
+            r.namespace().as_deref() == Some(&ns)
+                && r.spec.system_of_record_ref == changed.spec.system_of_record_ref
+                && r.uid() != changed.uid()
+        })
+        .map(|r| ObjectRef::new(&r.name_any()).within(&ns))
+        .collect()
+}
+
+/// The Event reporter of this operator replica.
+pub fn recorder(client: Client, instance: &str) -> Recorder {
+    Recorder::new(
+        client,
+        Reporter { controller: "rtu-operator".into(), instance: Some(instance.into()) },
+    )
+}

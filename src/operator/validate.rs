@@ -1,0 +1,610 @@
+//! Validate (pure): a RealTimeUpdater and what it references become a [`Validated`] model (the
+//! projections it owns, the rendered `EngineConfig`, the files and Secret keys its workers
+//! mount, the content hash that rolls them), or an [`Invalid`] that names every field path at
+//! fault and what would be valid. No I/O: the dereference step read everything beforehand.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use k8s_openapi::ByteString;
+use kube::ResourceExt;
+use sha2::{Digest, Sha256};
+
+use super::dereference::Dereferenced;
+use crate::api::{
+    ErrorPolicyType, KafkaAuthType, ProjectionStatus, RealTimeUpdater, SecretKeyRef,
+    SystemOfRecord, Worker,
+};
+use crate::config::{
+    AutomaticStrategies, EngineConfig, ErrorPolicy, Functions, KafkaConfig, KafkaProtocol,
+    KafkaSecurity, MongoConfig, Outputs, ProjectionChanges, ProjectionConfig, ProjectionUpdates,
+    SaslConfig, SaslMechanism, SecretSource, SingleViewTrigger, Strategies, Telemetry,
+};
+
+/// Where the engine ConfigMap is mounted in the worker container.
+pub const CONFIG_DIR: &str = "/etc/rtu";
+/// The engine config's key in the ConfigMap (and file name under [`CONFIG_DIR`]).
+pub const CONFIG_FILE: &str = "config.yaml";
+/// Where the referenced Secret keys are mounted, as `<secret>/<key>`.
+pub const SECRETS_DIR: &str = "/var/run/secrets/rtu";
+/// The port of the workers' `/healthz`, `/readyz` and `/metrics`.
+pub const METRICS_PORT: u16 = 9464;
+/// Longest RealTimeUpdater name: it becomes a label value (63 characters at most).
+const MAX_NAME: usize = 63;
+
+/// Why a RealTimeUpdater cannot be reconciled; the `Ready` condition's reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The spec (or the SystemOfRecord it references) breaks a rule.
+    InvalidSpec,
+    /// An object the spec references does not exist (or lacks the key).
+    MissingReference,
+    /// A projection it claims is owned by an older RealTimeUpdater.
+    ProjectionConflict,
+}
+
+impl Reason {
+    /// The CamelCase word used in conditions, Events and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::MissingReference => "MissingReference",
+            Reason::ProjectionConflict => "ProjectionConflict",
+        }
+    }
+}
+
+/// One broken rule: where, and what would be valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    /// The kind of problem.
+    pub reason: Reason,
+    /// The field path, prefixed by the resource it is in when that is not the
+    /// RealTimeUpdater (`SystemOfRecord crm: spec.projections[1].topics`).
+    pub path: String,
+    /// What is wrong and what would be valid.
+    pub message: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.message)
+    }
+}
+
+/// Every broken rule of one RealTimeUpdater.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub Vec<FieldError>);
+
+impl Invalid {
+    /// The reason of the condition: a conflict first, then a missing reference, else invalid.
+    pub fn reason(&self) -> Reason {
+        [Reason::ProjectionConflict, Reason::MissingReference]
+            .into_iter()
+            .find(|r| self.0.iter().any(|e| e.reason == *r))
+            .unwrap_or(Reason::InvalidSpec)
+    }
+}
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(ToString::to_string).collect();
+        f.write_str(&lines.join("; "))
+    }
+}
+
+/// Settings of the operator process that shape every worker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The worker image when the RealTimeUpdater names none (the operator's own image).
+    pub worker_image: String,
+}
+
+/// A RealTimeUpdater ready to be built into its children.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Validated {
+    /// The RealTimeUpdater's name.
+    pub name: String,
+    /// Its namespace.
+    pub namespace: String,
+    /// Its uid (owner references).
+    pub uid: String,
+    /// The SystemOfRecord's name.
+    pub system_of_record: String,
+    /// The engine config every worker reads.
+    pub engine: EngineConfig,
+    /// The engine ConfigMap's data: `config.yaml` and the schema and function files.
+    pub files: BTreeMap<String, String>,
+    /// The Secret keys mounted under [`SECRETS_DIR`].
+    pub secrets: BTreeSet<SecretKeyRef>,
+    /// sha256 of the files and the mounted Secret values; the pod template carries it.
+    pub config_hash: String,
+    /// Worker pods wanted (0 when stopped).
+    pub replicas: i32,
+    /// The worker settings.
+    pub worker: Worker,
+    /// The image of the workers.
+    pub image: String,
+    /// The owned projections.
+    pub projections: Vec<ProjectionStatus>,
+}
+
+/// Validates `rtu` against what it references; every error is collected.
+pub fn validate(
+    rtu: &RealTimeUpdater,
+    refs: &Dereferenced,
+    settings: &Settings,
+) -> Result<Validated, Invalid> {
+    let mut errors = Vec::new();
+    let name = rtu.name_any();
+    if name.len() > MAX_NAME {
+        errors.push(invalid(
+            "metadata.name",
+            format!("{} characters; at most {MAX_NAME} (it becomes a label value)", name.len()),
+        ));
+    }
+    let Some(sor) = &refs.sor else {
+        errors.push(FieldError {
+            reason: Reason::MissingReference,
+            path: "spec.systemOfRecordRef.name".into(),
+            message: format!(
+                "no SystemOfRecord {:?} in namespace {:?}",
+                rtu.spec.system_of_record_ref.name,
+                rtu.namespace().unwrap_or_default()
+            ),
+        });
+        return Err(Invalid(errors));
+    };
+    let owned = ownership(rtu, sor, &refs.siblings);
+    let owned = match owned {
+        Ok(owned) => owned,
+        Err(mut e) => {
+            errors.append(&mut e);
+            return Err(Invalid(errors));
+        }
+    };
+    let mut render =
+        Render { rtu, sor, refs, errors, secrets: BTreeSet::new(), files: BTreeMap::new() };
+    let engine = render.engine(&owned);
+    let Render { mut errors, secrets, mut files, .. } = render;
+    let projection_paths: BTreeMap<usize, usize> = owned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| {
+            sor.spec.projections.iter().position(|q| q.name == p.name).map(|j| (i, j))
+        })
+        .collect();
+    if errors.is_empty() {
+        for e in engine.validate() {
+            errors.push(invalid(&crd_path(&e.path, sor, &projection_paths), e.message));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Invalid(errors));
+    }
+    let yaml = crate::yaml::to_string(&engine).map_err(|e| {
+        Invalid(vec![invalid("spec", format!("the engine config cannot be rendered: {e}"))])
+    })?;
+    files.insert(CONFIG_FILE.to_string(), yaml);
+    let config_hash = hash(&files, &secrets, refs);
+    let projections = owned
+        .iter()
+        .map(|p| ProjectionStatus {
+            name: p.name.clone(),
+            topics: p.topics.clone(),
+            state: if rtu.spec.stopped { "Stopped" } else { "Active" }.to_string(),
+            message: String::new(),
+        })
+        .collect();
+    Ok(Validated {
+        name,
+        namespace: rtu.namespace().unwrap_or_default(),
+        uid: rtu.uid().unwrap_or_default(),
+        system_of_record: sor.name_any(),
+        engine,
+        files,
+        secrets,
+        config_hash,
+        replicas: if rtu.spec.stopped { 0 } else { rtu.spec.replicas },
+        worker: rtu.spec.worker.clone(),
+        image: rtu.spec.worker.image.clone().unwrap_or_else(|| settings.worker_image.clone()),
+        projections,
+    })
+}
+
+fn invalid(path: &str, message: impl Into<String>) -> FieldError {
+    FieldError { reason: Reason::InvalidSpec, path: path.to_string(), message: message.into() }
+}
+
+/// The projections `rtu` owns. A projection an updater already holds (its status lists it as
+/// `Active` and its spec still claims it) stays with it, so a running updater never loses a
+/// projection because another one appears or goes. The rest is claimed in age order (creation
+/// time, then name): an explicit list takes exactly those projections and is refused when one
+/// of them is taken; an empty list takes every projection still free.
+pub fn ownership(
+    rtu: &RealTimeUpdater,
+    sor: &SystemOfRecord,
+    siblings: &[RealTimeUpdater],
+) -> Result<Vec<ProjectionConfig>, Vec<FieldError>> {
+    let known: Vec<&str> = sor.spec.projections.iter().map(|p| p.name.as_str()).collect();
+    let unknown: Vec<FieldError> = rtu
+        .spec
+        .projections
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| !known.contains(&p.as_str()))
+        .map(|(i, p)| {
+            invalid(
+                &format!("spec.projections[{i}]"),
+                format!(
+                    "SystemOfRecord {} has no projection {p:?} (known: {})",
+                    sor.name_any(),
+                    known.join(", ")
+                ),
+            )
+        })
+        .collect();
+    if !unknown.is_empty() {
+        return Err(unknown);
+    }
+    let mut claimants: Vec<&RealTimeUpdater> = siblings
+        .iter()
+        .filter(|s| {
+            s.spec.system_of_record_ref == rtu.spec.system_of_record_ref && s.uid() != rtu.uid()
+        })
+        .chain(std::iter::once(rtu))
+        .collect();
+    claimants.sort_by_key(|r| (r.creation_timestamp().map(|t| t.0), r.name_any()));
+    let claims = |r: &RealTimeUpdater, p: &str| {
+        r.spec.projections.is_empty() || r.spec.projections.iter().any(|q| q == p)
+    };
+    let mut taken: BTreeMap<&str, String> = BTreeMap::new();
+    for claimant in &claimants {
+        let held =
+            claimant.status.iter().flat_map(|s| &s.projections).filter(|p| p.state == "Active");
+        for p in held {
+            if let Some(name) = known.iter().find(|k| **k == p.name)
+                && claims(claimant, name)
+            {
+                taken.entry(name).or_insert_with(|| claimant.name_any());
+            }
+        }
+    }
+    for claimant in claimants {
+        let me = claimant.name_any();
+        let wanted: Vec<&str> = if claimant.spec.projections.is_empty() {
+            known.iter().copied().filter(|p| taken.get(p).is_none_or(|o| *o == me)).collect()
+        } else {
+            claimant
+                .spec
+                .projections
+                .iter()
+                .map(String::as_str)
+                .filter(|p| known.contains(p))
+                .collect()
+        };
+        let conflicts: Vec<(&str, String)> = wanted
+            .iter()
+            .filter_map(|p| taken.get(p).filter(|o| **o != me).map(|owner| (*p, owner.clone())))
+            .collect();
+        if std::ptr::eq(claimant, rtu) {
+            if !conflicts.is_empty() {
+                return Err(conflicts
+                    .into_iter()
+                    .map(|(p, owner)| FieldError {
+                        reason: Reason::ProjectionConflict,
+                        path: "spec.projections".into(),
+                        message: format!("projection {p} is owned by RealTimeUpdater {owner}"),
+                    })
+                    .collect());
+            }
+            if wanted.is_empty() {
+                let owners: BTreeSet<&String> = taken.values().collect();
+                return Err(vec![FieldError {
+                    reason: Reason::ProjectionConflict,
+                    path: "spec.projections".into(),
+                    message: format!(
+                        "every projection of SystemOfRecord {} is owned by another RealTimeUpdater ({})",
+                        sor.name_any(),
+                        owners.into_iter().map(String::as_str).collect::<Vec<_>>().join(", ")
+                    ),
+                }]);
+            }
+            return Ok(sor
+                .spec
+                .projections
+                .iter()
+                .filter(|p| wanted.contains(&p.name.as_str()))
+                .cloned()
+                .collect());
+        }
+        if conflicts.is_empty() {
+            for p in wanted {
+                taken.insert(p, me.clone());
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The engine config of one RealTimeUpdater and what its workers mount.
+struct Render<'a> {
+    rtu: &'a RealTimeUpdater,
+    sor: &'a SystemOfRecord,
+    refs: &'a Dereferenced,
+    errors: Vec<FieldError>,
+    secrets: BTreeSet<SecretKeyRef>,
+    files: BTreeMap<String, String>,
+}
+
+impl Render<'_> {
+    fn engine(&mut self, owned: &[ProjectionConfig]) -> EngineConfig {
+        let sor = self.sor;
+        let rtu = self.rtu;
+        let uri = self.secret("spec.mongodb.uriSecretRef", &sor.spec.mongodb.uri_secret_ref);
+        let functions = self.functions();
+        EngineConfig {
+            system_of_record: sor.name_any(),
+            name: Some(rtu.name_any()),
+            kafka: self.kafka(),
+            mongodb: MongoConfig { uri, database: sor.spec.mongodb.database.clone() },
+            adapter: sor.spec.adapter.clone(),
+            projections: owned.to_vec(),
+            writes: sor.spec.writes.clone(),
+            error_policy: match rtu.spec.error_policy.kind {
+                ErrorPolicyType::Stop => ErrorPolicy::Stop,
+                ErrorPolicyType::PauseTopic => ErrorPolicy::PauseTopic,
+                ErrorPolicyType::DeadLetter => ErrorPolicy::DeadLetter {
+                    topic: rtu.spec.error_policy.topic.clone().unwrap_or_default(),
+                },
+            },
+            tuning: rtu.spec.worker.tuning.clone(),
+            telemetry: Telemetry {
+                host: "0.0.0.0".into(),
+                port: METRICS_PORT,
+                log_level: rtu.spec.worker.log_level.clone(),
+                ..Telemetry::default()
+            },
+            outputs: self.outputs(owned),
+            functions,
+        }
+    }
+
+    fn kafka(&mut self) -> KafkaConfig {
+        let k = &self.sor.spec.kafka;
+        let auth = &k.authentication;
+        let sasl = match auth.kind {
+            KafkaAuthType::None => None,
+            kind => {
+                let username = self.optional_secret(
+                    "spec.kafka.authentication.usernameSecretRef",
+                    auth.username_secret_ref.as_ref(),
+                );
+                let password = self.optional_secret(
+                    "spec.kafka.authentication.passwordSecretRef",
+                    auth.password_secret_ref.as_ref(),
+                );
+                Some(SaslConfig {
+                    mechanism: match kind {
+                        KafkaAuthType::Plain | KafkaAuthType::None => SaslMechanism::Plain,
+                        KafkaAuthType::ScramSha256 => SaslMechanism::ScramSha256,
+                        KafkaAuthType::ScramSha512 => SaslMechanism::ScramSha512,
+                    },
+                    username,
+                    password,
+                })
+            }
+        };
+        let ca_file = k
+            .tls
+            .ca_secret_ref
+            .as_ref()
+            .map(|r| self.secret("spec.kafka.tls.caSecretRef", r).file.unwrap_or_default());
+        let protocol = match (k.tls.enabled, sasl.is_some()) {
+            (false, false) => KafkaProtocol::Plaintext,
+            (true, false) => KafkaProtocol::Ssl,
+            (false, true) => KafkaProtocol::SaslPlaintext,
+            (true, true) => KafkaProtocol::SaslSsl,
+        };
+        KafkaConfig {
+            bootstrap_servers: k.bootstrap_servers.clone(),
+            group_id: self
+                .rtu
+                .spec
+                .consumer_group
+                .clone()
+                .unwrap_or_else(|| default_group(self.rtu)),
+            auto_offset_reset: k.auto_offset_reset,
+            security: KafkaSecurity { protocol, sasl, ca_file },
+            config: k.config.clone(),
+        }
+    }
+
+    fn outputs(&mut self, owned: &[ProjectionConfig]) -> Outputs {
+        let o = &self.rtu.spec.outputs;
+        let projection_updates = o.projection_updates.enabled.then(|| ProjectionUpdates {
+            topics: owned
+                .iter()
+                .map(|p| {
+                    let topic =
+                        o.projection_updates.topics.get(&p.name).cloned().unwrap_or_else(|| {
+                            o.projection_updates.topic_template.replace("{projection}", &p.name)
+                        });
+                    (p.name.clone(), topic)
+                })
+                .collect(),
+            compression: o.projection_updates.compression,
+        });
+        for (i, p) in o.projection_updates.topics.keys().enumerate() {
+            if !owned.iter().any(|q| &q.name == p) {
+                self.errors.push(invalid(
+                    &format!("spec.outputs.projectionUpdates.topics.{p}"),
+                    format!("{p} is not a projection this RealTimeUpdater owns (entry {i})"),
+                ));
+            }
+        }
+        let projection_changes = o.projection_changes.enabled.then(|| ProjectionChanges {
+            collection: o
+                .projection_changes
+                .collection
+                .clone()
+                .unwrap_or_else(|| format!("fd-pc-{}", self.sor.name_any())),
+        });
+        let single_view_trigger = o.single_view_trigger.enabled.then(|| SingleViewTrigger {
+            topic: o.single_view_trigger.topic.clone().unwrap_or_default(),
+        });
+        let automatic = o.strategies.automatic.then(|| self.automatic()).flatten();
+        Outputs {
+            projection_updates,
+            projection_changes,
+            single_view_trigger,
+            strategies: Strategies {
+                automatic,
+                custom: o.strategies.custom.clone(),
+                max_exec_time_ms: o.strategies.max_exec_time_ms,
+            },
+        }
+    }
+
+    /// The two schema files, copied into the engine ConfigMap.
+    fn automatic(&mut self) -> Option<AutomaticStrategies> {
+        let spec = &self.sor.spec;
+        let mut file =
+            |field: &str, reference: Option<&crate::api::ConfigMapKeyRef>, name: &str| {
+                let Some(r) = reference else {
+                    self.errors.push(invalid(
+                        "spec.outputs.strategies.automatic",
+                        format!("needs {field} in SystemOfRecord {}", self.sor.name_any()),
+                    ));
+                    return None;
+                };
+                let text = self.refs.config_maps.get(&r.name).and_then(|data| data.get(&r.key));
+                match text {
+                    Some(text) => {
+                        self.files.insert(name.to_string(), text.clone());
+                        Some(format!("{CONFIG_DIR}/{name}"))
+                    }
+                    None => {
+                        self.errors.push(missing(
+                            &format!("SystemOfRecord {}: spec.{field}", self.sor.name_any()),
+                            format!("ConfigMap {:?} with key {:?}", r.name, r.key),
+                            self.refs.config_maps.contains_key(&r.name),
+                        ));
+                        None
+                    }
+                }
+            };
+        let er = file("erSchemaRef", spec.er_schema_ref.as_ref(), "erSchema.json");
+        let pc = file(
+            "projectionChangesSchemaRef",
+            spec.projection_changes_schema_ref.as_ref(),
+            "projectionChangesSchema.json",
+        );
+        Some(AutomaticStrategies { er_schema: er?, projection_changes_schema: pc? })
+    }
+
+    /// Every `<name>.js` key of the functions ConfigMap, copied into the engine ConfigMap.
+    fn functions(&mut self) -> Functions {
+        let mut functions = Functions::default();
+        let Some(r) = &self.sor.spec.custom_functions_ref else { return functions };
+        let Some(data) = self.refs.config_maps.get(&r.name) else {
+            self.errors.push(missing(
+                &format!("SystemOfRecord {}: spec.customFunctionsRef", self.sor.name_any()),
+                format!("ConfigMap {:?}", r.name),
+                false,
+            ));
+            return functions;
+        };
+        for (key, text) in data {
+            let Some(name) = key.strip_suffix(".js") else { continue };
+            let file = format!("function-{key}");
+            functions.files.insert(name.to_string(), format!("{CONFIG_DIR}/{file}"));
+            self.files.insert(file, text.clone());
+        }
+        functions
+    }
+
+    fn optional_secret(&mut self, field: &str, reference: Option<&SecretKeyRef>) -> SecretSource {
+        match reference {
+            Some(r) => self.secret(field, r),
+            None => SecretSource { file: None, env: None },
+        }
+    }
+
+    /// The file a Secret key is mounted at; an error when the Secret or key does not exist.
+    fn secret(&mut self, field: &str, r: &SecretKeyRef) -> SecretSource {
+        let exists = self.refs.secrets.get(&r.name);
+        if exists.is_none_or(|data| !data.contains_key(&r.key)) {
+            self.errors.push(missing(
+                &format!("SystemOfRecord {}: {field}", self.sor.name_any()),
+                format!("Secret {:?} with key {:?}", r.name, r.key),
+                exists.is_some(),
+            ));
+        }
+        self.secrets.insert(r.clone());
+        SecretSource { file: Some(format!("{SECRETS_DIR}/{}/{}", r.name, r.key)), env: None }
+    }
+}
+
+fn missing(path: &str, what: String, object_exists: bool) -> FieldError {
+    let message = if object_exists {
+        format!("{what}: the key is missing")
+    } else {
+        format!("{what}: not found in the namespace")
+    };
+    FieldError { reason: Reason::MissingReference, path: path.to_string(), message }
+}
+
+/// `<namespace>.<name>`.
+pub fn default_group(rtu: &RealTimeUpdater) -> String {
+    format!("{}.{}", rtu.namespace().unwrap_or_default(), rtu.name_any())
+}
+
+/// An engine config path as the field of the resource it came from.
+fn crd_path(engine: &str, sor: &SystemOfRecord, projections: &BTreeMap<usize, usize>) -> String {
+    let in_sor = |rest: &str| format!("SystemOfRecord {}: spec.{rest}", sor.name_any());
+    let (head, rest) = engine.split_once('.').unwrap_or((engine, ""));
+    let head_name = head.split('[').next().unwrap_or(head);
+    match head_name {
+        "projections" => {
+            let index =
+                head.trim_start_matches("projections[").trim_end_matches(']').parse::<usize>().ok();
+            let j = index.and_then(|i| projections.get(&i)).copied().unwrap_or(0);
+            let rest = if rest.is_empty() { String::new() } else { format!(".{rest}") };
+            in_sor(&format!("projections[{j}]{rest}"))
+        }
+        "adapter" | "writes" => in_sor(engine),
+        "kafka" => in_sor(engine.replacen("kafka.security", "kafka", 1).as_str()),
+        "mongodb" => in_sor(engine),
+        "functions" => in_sor("customFunctionsRef"),
+        "errorPolicy" | "outputs" => format!("spec.{engine}"),
+        "tuning" => format!("spec.worker.{engine}"),
+        _ => format!("rendered engine config: {engine}"),
+    }
+}
+
+/// sha256 over the ConfigMap files and the mounted Secret values, in a stable order.
+fn hash(
+    files: &BTreeMap<String, String>,
+    secrets: &BTreeSet<SecretKeyRef>,
+    refs: &Dereferenced,
+) -> String {
+    let mut digest = Sha256::new();
+    for (name, text) in files {
+        digest.update((name.len() as u64).to_le_bytes());
+        digest.update(name.as_bytes());
+        digest.update((text.len() as u64).to_le_bytes());
+        digest.update(text.as_bytes());
+    }
+    for r in secrets {
+        let value: &[u8] = refs
+            .secrets
+            .get(&r.name)
+            .and_then(|d| d.get(&r.key))
+            .map(|ByteString(b)| b.as_slice())
+            .unwrap_or_default();
+        digest.update(format!("secret {}/{} {}", r.name, r.key, value.len()).as_bytes());
+        digest.update(value);
+    }
+    digest.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()[..16].to_string()
+}

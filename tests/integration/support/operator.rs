@@ -1,0 +1,94 @@
+//! The operator for tests: the CRDs installed from `rtu crd`'s types, and the controllers run
+//! in-process against the real API server, scoped to one test namespace.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use rtu_operator::operator::reconcile::Context;
+use rtu_operator::operator::validate::Settings;
+use rtu_operator::operator::{self, Scope};
+use tokio::sync::OnceCell;
+
+use super::eventually;
+
+/// The image tests expect in the worker Deployments.
+pub const IMAGE: &str = "rtu-operator:test";
+
+/// Installs (server-side apply) both CRDs once per test binary and waits until they are
+/// Established.
+pub async fn install_crds(client: &Client) {
+    static DONE: OnceCell<()> = OnceCell::const_new();
+    DONE.get_or_init(|| async {
+        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+        for (_, crd) in rtu_operator::api::crds() {
+            let name = crd.name_any();
+            crds.patch(
+                &name,
+                &PatchParams::apply("rtu-operator-tests").force(),
+                &Patch::Apply(&crd),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+            eventually(&format!("CRD {name} Established"), Duration::from_secs(30), || async {
+                let crd = crds.get(&name).await.ok()?;
+                let conditions = crd.status?.conditions?;
+                conditions
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True")
+                    .then_some(())
+            })
+            .await;
+        }
+    })
+    .await;
+}
+
+/// A running operator; stops when dropped or [`Operator::stop`]ped.
+pub struct Operator {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Operator {
+    /// Starts the controllers for `namespace`.
+    pub async fn start(client: &Client, namespace: &str) -> Operator {
+        install_crds(client).await;
+        let ctx = Arc::new(Context {
+            client: client.clone(),
+            settings: Settings { worker_image: IMAGE.into() },
+            recorder: operator::recorder(client.clone(), "tests"),
+            metrics: Arc::default(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(operator::run_controllers(
+            client.clone(),
+            Scope::Namespaces(vec![namespace.to_string()]),
+            ctx,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Operator { stop: Some(stop), task: Some(task) }
+    }
+
+    /// Stops the controllers and waits for in-flight reconciles.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(30), task).await;
+        }
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
