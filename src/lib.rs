@@ -6,5 +6,6 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod operator;
 pub mod telemetry;
 mod yaml;

@@ -1,0 +1,3 @@
+//! The controller: leader election between operator replicas and the operator's telemetry.
+
+pub mod leader;
