@@ -111,10 +111,11 @@ fn claimed_spec(
     seconds: i32,
 ) -> LeaseSpec {
     let mut spec = current.clone();
-    let renewing = *claim == Claim::Renew && spec.acquire_time.is_some();
-    if !renewing {
+    if *claim != Claim::Renew {
         spec.acquire_time = Some(MicroTime(now));
         spec.lease_transitions = Some(current.lease_transitions.unwrap_or(0).saturating_add(1));
+    } else if spec.acquire_time.is_none() {
+        spec.acquire_time = Some(MicroTime(now));
     }
     spec.holder_identity = Some(identity.to_string());
     spec.renew_time = Some(MicroTime(now));
@@ -555,6 +556,10 @@ mod tests {
 
         let first = claimed_spec(&LeaseSpec::default(), &Claim::Take, "me", at(0), 3);
         assert_eq!(first.lease_transitions, Some(1));
+        let ours_without_acquire_time = spec(Some("me"), Some(0), Some(3));
+        let renewed = claimed_spec(&ours_without_acquire_time, &Claim::Renew, "me", at(1), 3);
+        assert_eq!(renewed.acquire_time, Some(MicroTime(at(1))));
+        assert_eq!(renewed.lease_transitions, None);
         let created = created_spec("me", at(0), 3);
         assert_eq!(created.lease_transitions, Some(0));
         assert_eq!(claim(Some(&created), at(1), "me"), Claim::Renew);
