@@ -1,45 +1,27 @@
 //! The engine's health and metrics (SPEC §8): the Prometheus families the consumer updates,
 //! the readiness state (`/readyz`: the group has assigned this worker its partitions, MongoDB
-//! answers, nothing is stopped or paused by the error policy), and the HTTP server answering
-//! `/healthz`, `/readyz`, `/metrics` and their `/-/healthz`, `/-/ready`, `/-/metrics` aliases
-//! on `telemetry.host:port`.
+//! answers, nothing is stopped or paused by the error policy), and what the shared HTTP server
+//! ([`crate::telemetry::serve_http`]) answers on `telemetry.host:port` for `/healthz`,
+//! `/readyz`, `/metrics` and their `/-/healthz`, `/-/ready`, `/-/metrics` aliases.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::header::{CONTENT_TYPE, HeaderValue};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::warn;
 
-/// Why the telemetry server could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum TelemetryError {
-    /// The address is not usable.
-    #[error("telemetry: cannot listen on {addr}: {source}")]
-    Bind {
-        /// Where it tried.
-        addr: String,
-        /// Why not.
-        source: std::io::Error,
-    },
-}
+use crate::telemetry::{OPENMETRICS, Reply, TEXT_PLAIN, serve_http};
+
+pub use crate::telemetry::ServeError as TelemetryError;
 
 /// Labels of `rtu_messages_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -376,8 +358,8 @@ impl Telemetry {
         Arc::new(Telemetry { metrics: Metrics::new(), health: Health::new(unhealthy_after) })
     }
 
-    fn respond(&self, path: &str) -> (StatusCode, &'static str, String) {
-        const TEXT: &str = "text/plain; charset=utf-8";
+    fn respond(&self, path: &str) -> Reply {
+        const TEXT: &str = TEXT_PLAIN;
         match path {
             "/healthz" | "/-/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
             "/readyz" | "/-/ready" => match self.health.readiness() {
@@ -388,11 +370,7 @@ impl Telemetry {
                     format!("not ready: {}\n", reasons.join("; ")),
                 ),
             },
-            "/metrics" | "/-/metrics" => (
-                StatusCode::OK,
-                "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                self.metrics.encode(),
-            ),
+            "/metrics" | "/-/metrics" => (StatusCode::OK, OPENMETRICS, self.metrics.encode()),
             _ => (
                 StatusCode::NOT_FOUND,
                 TEXT,
@@ -407,44 +385,8 @@ impl Telemetry {
         host: &str,
         port: u16,
     ) -> Result<SocketAddr, TelemetryError> {
-        let addr = format!("{host}:{port}");
-        let listener = TcpListener::bind(&addr)
-            .await
-            .map_err(|source| TelemetryError::Bind { addr: addr.clone(), source })?;
-        let bound =
-            listener.local_addr().map_err(|source| TelemetryError::Bind { addr, source })?;
-        info!(addr = %bound, "telemetry listening (/healthz, /readyz, /metrics)");
         let telemetry = Arc::clone(self);
-        tokio::spawn(async move {
-            loop {
-                let stream = match listener.accept().await {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        warn!(error = %e, "telemetry accept failed");
-                        tokio::time::sleep(Duration::from_millis(100)).await;
-                        continue;
-                    }
-                };
-                let telemetry = Arc::clone(&telemetry);
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let (status, content_type, body) = telemetry.respond(req.uri().path());
-                        let mut response = Response::new(Full::new(Bytes::from(body)));
-                        *response.status_mut() = status;
-                        response
-                            .headers_mut()
-                            .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
-                        async move { Ok::<_, Infallible>(response) }
-                    });
-                    if let Err(e) =
-                        http1::Builder::new().serve_connection(TokioIo::new(stream), service).await
-                    {
-                        warn!(error = %e, "telemetry connection failed");
-                    }
-                });
-            }
-        });
-        Ok(bound)
+        serve_http(host, port, move |path| telemetry.respond(path)).await
     }
 }
 

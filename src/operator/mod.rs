@@ -5,6 +5,7 @@
 
 pub mod build;
 pub mod dereference;
+pub mod leader;
 pub mod reconcile;
 pub mod status;
 pub mod telemetry;

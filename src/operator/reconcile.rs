@@ -23,7 +23,7 @@ use tracing::{info, warn};
 use super::build::{self, Children, OWNER_LABEL};
 use super::dereference::{self, DereferenceError};
 use super::status::{self, Outcome, Workers};
-use super::telemetry::Metrics;
+use super::telemetry::Telemetry;
 use super::validate::{self, Settings, default_group};
 use crate::api::{RealTimeUpdater, RealTimeUpdaterStatus};
 
@@ -42,7 +42,7 @@ pub struct Context {
     /// Publishes Events.
     pub recorder: Recorder,
     /// Reconcile counts and durations.
-    pub metrics: Arc<Metrics>,
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// Why a reconcile must be retried.
@@ -94,8 +94,10 @@ pub async fn reconcile(
         Ok(rtu) => pipeline(rtu, &ctx).await,
         Err(invalid) => undecodable(invalid, &ctx).await,
     };
-    let reason = result.as_ref().err().map(ReconcileError::reason);
-    ctx.metrics.record_reconcile("RealTimeUpdater", started.elapsed(), reason);
+    match &result {
+        Ok(_) => ctx.telemetry.reconcile_succeeded("RealTimeUpdater", started.elapsed()),
+        Err(e) => ctx.telemetry.reconcile_failed("RealTimeUpdater", e.reason(), started.elapsed()),
+    }
     result
 }
 

@@ -60,7 +60,7 @@ impl Operator {
             client: client.clone(),
             settings: Settings { worker_image: IMAGE.into() },
             recorder: operator::recorder(client.clone(), "tests"),
-            metrics: Arc::default(),
+            telemetry: rtu_operator::operator::telemetry::Telemetry::new(),
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(operator::run_controllers(
