@@ -1,5 +1,4 @@
-//! The command line of the `rtu` binary and what each subcommand prints. Subcommands are added
-//! as each one works (`operator` to come).
+//! The command line of the `rtu` binary and what each subcommand prints.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,6 +34,9 @@ pub enum Command {
         #[arg(long, value_name = "FILE")]
         config: PathBuf,
     },
+    /// Run the operator: reconcile SystemOfRecord and RealTimeUpdater resources into worker
+    /// Deployments. SIGTERM: finish in-flight reconciles, release the leader Lease, exit 0.
+    Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions generated from the Rust types (both kinds, as one
     /// YAML stream), or write one file per CRD into a directory.
     Crd {
@@ -44,6 +46,43 @@ pub enum Command {
     },
 }
 
+/// The settings of `rtu operator`.
+#[derive(Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// A namespace to watch; repeat for several. None: every namespace.
+    #[arg(
+        long = "namespace",
+        value_name = "NS",
+        env = "RTU_WATCH_NAMESPACES",
+        value_delimiter = ','
+    )]
+    pub namespaces: Vec<String>,
+    /// The worker image when a RealTimeUpdater names none (the operator's own image).
+    #[arg(long, env = "RTU_WORKER_IMAGE", default_value = concat!("rtu-operator:", env!("CARGO_PKG_VERSION")))]
+    pub worker_image: String,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value = "0.0.0.0")]
+    pub host: String,
+    /// Port of `/healthz`, `/readyz` and `/metrics`.
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// Reconcile only while holding the leader Lease (needed with more than one replica).
+    #[arg(long, env = "RTU_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// The namespace of the leader Lease (the operator's own).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// The name of the leader Lease.
+    #[arg(long, default_value = "rtu-operator-leader")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease and in Events (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Log filter, e.g. `info` or `info,rtu_operator=debug`.
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+}
+
 impl Cli {
     /// Runs the subcommand; the exit code is 0 on success, 1 when the input is invalid.
     pub fn run(self) -> ExitCode {
@@ -51,6 +90,43 @@ impl Cli {
             Command::Check { config } => check(&config),
             Command::Engine { config } => engine(&config),
             Command::Crd { out_dir } => crd(out_dir.as_deref()),
+            Command::Operator(args) => operator(args),
+        }
+    }
+}
+
+fn operator(args: OperatorArgs) -> ExitCode {
+    crate::telemetry::init_logs(&args.log_level);
+    let identity = args.identity.unwrap_or_else(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        format!("{}-{}", host.trim(), std::process::id())
+    });
+    let options = crate::operator::Options {
+        scope: if args.namespaces.is_empty() {
+            crate::operator::Scope::All
+        } else {
+            crate::operator::Scope::Namespaces(args.namespaces)
+        },
+        worker_image: args.worker_image,
+        host: args.host,
+        port: args.port,
+        leader_election: args.leader_election,
+        lease_namespace: args.lease_namespace,
+        lease_name: args.lease_name,
+        identity,
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(crate::operator::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator failed");
+            ExitCode::FAILURE
         }
     }
 }

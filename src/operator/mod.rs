@@ -204,3 +204,105 @@ pub fn recorder(client: Client, instance: &str) -> Recorder {
         Reporter { controller: "rtu-operator".into(), instance: Some(instance.into()) },
     )
 }
+
+/// How `rtu operator` runs.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Which namespaces to watch.
+    pub scope: Scope,
+    /// The worker image when a RealTimeUpdater names none.
+    pub worker_image: String,
+    /// Address of `/healthz`, `/readyz`, `/metrics`.
+    pub host: String,
+    /// Port of `/healthz`, `/readyz`, `/metrics`.
+    pub port: u16,
+    /// Run only while holding the Lease `lease_namespace/lease_name`.
+    pub leader_election: bool,
+    /// The Lease's namespace.
+    pub lease_namespace: String,
+    /// The Lease's name.
+    pub lease_name: String,
+    /// This replica's name in the Lease and in Events (the pod name).
+    pub identity: String,
+}
+
+/// Why the operator stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum OperatorError {
+    /// No Kubernetes client could be configured (kubeconfig or in-cluster).
+    #[error("cannot configure the Kubernetes client: {0}")]
+    Connect(#[source] kube::Error),
+    /// The HTTP endpoints could not be served.
+    #[error(transparent)]
+    Serve(#[from] crate::telemetry::ServeError),
+    /// The leader Lease could not be used.
+    #[error(transparent)]
+    Leader(#[from] leader::LeaderError),
+    /// Another replica took the Lease while this one was leading.
+    #[error("lost the leader Lease {0}; exiting so the replica restarts as a standby")]
+    LostLeadership(String),
+}
+
+/// Runs the operator until SIGTERM (then in-flight reconciles finish and the Lease is
+/// released) or until leadership is lost.
+pub async fn run(options: Options) -> Result<(), OperatorError> {
+    let client = Client::try_default().await.map_err(OperatorError::Connect)?;
+    let telemetry = telemetry::Telemetry::new();
+    telemetry.serve(&options.host, options.port).await?;
+    telemetry.set_started();
+    let shutdown =
+        futures::future::FutureExt::shared(Box::pin(crate::telemetry::shutdown_signal()));
+    let leadership = if options.leader_election {
+        let election = leader::LeaderElection::new(
+            client.clone(),
+            &options.lease_namespace,
+            &options.lease_name,
+            &options.identity,
+        );
+        info!(lease = %format!("{}/{}", options.lease_namespace, options.lease_name), identity = %options.identity, "waiting for the leader Lease");
+        tokio::select! {
+            acquired = election.acquire() => Some(acquired?),
+            () = shutdown.clone() => return Ok(()),
+        }
+    } else {
+        None
+    };
+    telemetry.set_leader(true);
+    info!(scope = ?options.scope, "leading: reconciling");
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        settings: validate::Settings { worker_image: options.worker_image.clone() },
+        recorder: recorder(client.clone(), &options.identity),
+        telemetry: Arc::clone(&telemetry),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let controllers =
+        tokio::spawn(run_controllers(client, options.scope.clone(), ctx, async move {
+            let _ = stopped.await;
+        }));
+    let lost = async {
+        match &leadership {
+            Some(l) => l.lost().await,
+            None => futures::future::pending().await,
+        }
+    };
+    let lost = tokio::select! {
+        () = shutdown => false,
+        () = lost => true,
+    };
+    let _ = stop.send(());
+    if let Err(e) = controllers.await {
+        warn!(error = %e, "controllers ended abnormally");
+    }
+    telemetry.set_leader(false);
+    if lost {
+        return Err(OperatorError::LostLeadership(format!(
+            "{}/{}",
+            options.lease_namespace, options.lease_name
+        )));
+    }
+    if let Some(l) = leadership {
+        l.release().await;
+    }
+    Ok(())
+}

@@ -11,6 +11,7 @@ mod engine_run;
 mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
+mod operator_e2e;
 mod operator_leader;
 mod operator_reconcile;
 mod pr_update_vectors;

@@ -1,0 +1,240 @@
+//! End to end: the operator (in-process, on the real API server) builds a RealTimeUpdater's
+//! Deployment; this test plays the kubelet: it reads the pod template and runs what it says
+//! (the container's command, args and env, the engine ConfigMap and the Secret keys "mounted"
+//! as files in a directory per pod, a telemetry port per pod as each pod has its own network)
+//! as local `rtu engine` processes, one per replica, against the real Kafka and MongoDB. Change
+//! events become projection documents; an edit of the RealTimeUpdater is re-rendered, and the
+//! restarted workers run the new config.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::Client;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use mongodb::bson::{Document, doc};
+use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
+use rtu_operator::config::EngineConfig;
+use serde_json::json;
+
+use crate::support::engine::{event, produce, signal_pid};
+use crate::support::kafka::{create_topic, read_topic};
+use crate::support::operator::Operator;
+use crate::support::{env, eventually, kube as k, mongodb as m, unique_name};
+
+const WAIT: Duration = Duration::from_secs(90);
+
+/// One emulated pod: its directory and its process.
+struct Pod {
+    child: Child,
+    log: PathBuf,
+}
+
+/// Runs the Deployment's pod template as `replicas` local processes.
+async fn run_pods(client: &Client, ns: &str, d: &Deployment, dir: &Path) -> Vec<Pod> {
+    let spec = d.spec.clone().unwrap();
+    let pod = spec.template.spec.unwrap();
+    let container = &pod.containers[0];
+    assert_eq!(container.command.clone().unwrap(), ["rtu"], "the image's binary");
+    let hash =
+        &spec.template.metadata.unwrap().annotations.unwrap()["rtu.fastdata.dev/config-hash"];
+    let mut pods = Vec::new();
+    for replica in 0..spec.replicas.unwrap() {
+        let root = dir.join(format!("{hash}-{replica}"));
+        let mut mounts: BTreeMap<String, PathBuf> = BTreeMap::new();
+        for mount in container.volume_mounts.clone().unwrap() {
+            let volume =
+                pod.volumes.as_ref().unwrap().iter().find(|v| v.name == mount.name).unwrap();
+            let target = root.join(&mount.name);
+            std::fs::create_dir_all(&target).unwrap();
+            if let Some(cm) = &volume.config_map {
+                let map =
+                    Api::<ConfigMap>::namespaced(client.clone(), ns).get(&cm.name).await.unwrap();
+                for (key, text) in map.data.unwrap() {
+                    std::fs::write(target.join(key), text).unwrap();
+                }
+            }
+            if let Some(projected) = &volume.projected {
+                for source in projected.sources.clone().unwrap() {
+                    let s = source.secret.unwrap();
+                    let secret =
+                        Api::<Secret>::namespaced(client.clone(), ns).get(&s.name).await.unwrap();
+                    let data = secret.data.unwrap();
+                    for item in s.items.unwrap() {
+                        let file = target.join(&item.path);
+                        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+                        std::fs::write(file, &data[&item.key].0).unwrap();
+                    }
+                }
+            }
+            mounts.insert(mount.mount_path.clone(), target);
+        }
+        // The mounted paths, as this pod sees them.
+        let local = |path: &str| {
+            mounts
+                .iter()
+                .find_map(|(at, dir)| {
+                    path.strip_prefix(at.as_str()).map(|rest| format!("{}{rest}", dir.display()))
+                })
+                .unwrap_or_else(|| path.to_string())
+        };
+        let args: Vec<String> = container.args.clone().unwrap().iter().map(|a| local(a)).collect();
+        let config_at = args.iter().position(|a| a == "--config").unwrap() + 1;
+        let mut config =
+            EngineConfig::load(Path::new(&args[config_at])).unwrap_or_else(|e| panic!("{e}"));
+        for file in config.functions.files.values_mut() {
+            *file = local(file);
+        }
+        if let Some(a) = config.outputs.strategies.automatic.as_mut() {
+            a.er_schema = local(&a.er_schema);
+            a.projection_changes_schema = local(&a.projection_changes_schema);
+        }
+        config.mongodb.uri.file = config.mongodb.uri.file.as_deref().map(local);
+        config.telemetry.port = 0;
+        let pod_config = root.join("pod-config.yaml");
+        // JSON is YAML: the engine reads it as it is.
+        std::fs::write(&pod_config, serde_json::to_string(&config).unwrap()).unwrap();
+        let mut args = args;
+        args[config_at] = pod_config.display().to_string();
+        let log = root.join("engine.log");
+        let out = std::fs::File::create(&log).unwrap();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rtu"));
+        command.args(&args).stdout(out.try_clone().unwrap()).stderr(out).stdin(Stdio::null());
+        for var in container.env.clone().unwrap_or_default() {
+            command.env(var.name, var.value.unwrap_or_default());
+        }
+        pods.push(Pod { child: command.spawn().unwrap(), log });
+    }
+    pods
+}
+
+/// SIGTERM, as the kubelet does on a roll, and wait for each process to exit 0.
+fn terminate(pods: Vec<Pod>) {
+    for mut pod in pods {
+        signal_pid(pod.child.id(), "TERM");
+        let status = pod.child.wait().unwrap();
+        assert!(status.success(), "worker exit {status}; log {}", pod.log.display());
+    }
+}
+
+async fn deployment_with_status_hash(client: &Client, ns: &str, name: &str) -> Deployment {
+    eventually("the Deployment built from the current config", WAIT, || async {
+        let rtu = Api::<RealTimeUpdater>::namespaced(client.clone(), ns).get(name).await.ok()?;
+        let status = rtu.status?;
+        (status.observed_generation == rtu.metadata.generation).then_some(())?;
+        let hash = status.config_hash?;
+        let d = Api::<Deployment>::namespaced(client.clone(), ns).get_opt(name).await.ok()??;
+        let template = d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?;
+        (template.get("rtu.fastdata.dev/config-hash") == Some(&hash)).then_some(d)
+    })
+    .await
+}
+
+#[tokio::test]
+async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() {
+    let client = k::client().await;
+    let ns = k::namespace(&client, "op-e2e").await;
+    let topic = unique_name("op-e2e-customers");
+    create_topic(&topic, 2).await;
+    let pr_topic = format!("{topic}.pr-update");
+    create_topic(&pr_topic, 2).await;
+    let database = m::unique_database("op_e2e");
+    let dir = std::env::temp_dir().join(&ns);
+    std::fs::create_dir_all(&dir).unwrap();
+    let operator = Operator::start(&client, &ns).await;
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "mongo" }, "stringData": { "uri": env().var("RTU_TEST_MONGODB_URI") }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let sor: SystemOfRecord = serde_json::from_value(json!({
+        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "SystemOfRecord",
+        "metadata": { "name": "crm" },
+        "spec": {
+            "kafka": { "bootstrapServers": env().var("RTU_TEST_KAFKA_BOOTSTRAP") },
+            "mongodb": { "uriSecretRef": { "name": "mongo", "key": "uri" }, "database": database },
+            "adapter": { "type": "debezium" },
+            "projections": [ { "name": "pr_customers", "topics": [topic], "fields": [
+                { "name": "customer_id", "type": "String", "primaryKey": true },
+                { "name": "name", "type": "String" },
+                { "name": "age", "type": "Number" } ] } ]
+        }
+    }))
+    .unwrap();
+    Api::<SystemOfRecord>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sor)
+        .await
+        .unwrap();
+    let rtu: RealTimeUpdater = serde_json::from_value(json!({
+        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "RealTimeUpdater",
+        "metadata": { "name": "customers" },
+        "spec": { "systemOfRecordRef": { "name": "crm" }, "replicas": 2,
+                  "worker": { "tuning": { "maxBatchWaitMs": 100, "commitIntervalMs": 200 } } }
+    }))
+    .unwrap();
+    let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &ns);
+    rtus.create(&PostParams::default(), &rtu).await.unwrap();
+
+    let d = deployment_with_status_hash(&client, &ns, "customers").await;
+    let pods = run_pods(&client, &ns, &d, &dir).await;
+    assert_eq!(pods.len(), 2);
+    let events: Vec<(String, String)> =
+        (0..3).flat_map(|seq| (0..20).map(move |i| event(&format!("C-{i}"), seq, false))).collect();
+    produce(&topic, &events).await;
+    let db = m::admin_client().await.database(&database);
+    let projection = db.collection::<Document>("pr_customers");
+    eventually("20 customers at their last version", WAIT, || async {
+        let n = projection.count_documents(doc! { "age": 2 }).await.ok()?;
+        (n == 20).then_some(())
+    })
+    .await;
+    let c7 = projection.find_one(doc! { "customer_id": "C-7" }).await.unwrap().unwrap();
+    assert_eq!(c7.get_str("name").unwrap(), "C-7-2");
+
+    // Edit: pr-update events on. The operator re-renders; the restarted workers emit them.
+    rtus.patch(
+        "customers",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "spec": { "outputs": { "projectionUpdates": {
+            "enabled": true, "topicTemplate": format!("{topic}.pr-update"),
+            "topics": { "pr_customers": pr_topic } } } } })),
+    )
+    .await
+    .unwrap();
+    let rolled = eventually("a new template", WAIT, || async {
+        let d2 = deployment_with_status_hash(&client, &ns, "customers").await;
+        let hash = |d: &Deployment| {
+            d.spec
+                .clone()?
+                .template
+                .metadata?
+                .annotations?
+                .get("rtu.fastdata.dev/config-hash")
+                .cloned()
+        };
+        (hash(&d2) != hash(&d)).then_some(d2)
+    })
+    .await;
+    terminate(pods);
+    let pods = run_pods(&client, &ns, &rolled, &dir).await;
+    let more: Vec<(String, String)> = (0..5).map(|i| event(&format!("C-{i}"), 3, false)).collect();
+    produce(&topic, &more).await;
+    let reads = read_topic(&pr_topic, 5, Duration::from_secs(2));
+    assert_eq!(reads.len(), 5, "pr-update events after the edit");
+    for read in &reads {
+        let value = String::from_utf8(read.value.clone().unwrap()).unwrap();
+        assert!(value.contains("\"age\":3"), "{value}");
+    }
+    terminate(pods);
+    operator.stop().await;
+    db.drop().await.unwrap();
+    std::fs::remove_dir_all(&dir).unwrap();
+    k::delete_namespace(&client, &ns).await;
+}
