@@ -13,6 +13,7 @@ mod kube_smoke;
 mod mongodb_smoke;
 mod operator_e2e;
 mod operator_leader;
+mod operator_process;
 mod operator_reconcile;
 mod pr_update_vectors;
 mod projection_changes;

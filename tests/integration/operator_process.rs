@@ -1,0 +1,147 @@
+//! `rtu operator` as processes, two replicas on one Lease against the real API server: one
+//! leads and reconciles, the other stands by; SIGTERM to the leader exits 0 and releases the
+//! Lease, the standby takes over and reconciles the next change.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
+use serde_json::json;
+
+use crate::support::engine::{http_get, metric, signal_pid};
+use crate::support::operator::install_crds;
+use crate::support::{env, eventually, kube as k, unique_name};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+struct Replica {
+    child: Child,
+    addr: String,
+    log: std::path::PathBuf,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn start(ns: &str, lease: &str, identity: &str) -> Replica {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("{lease}-{identity}.log"));
+    let out = std::fs::File::create(&log).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_rtu"))
+        .args(["operator", "--namespace", ns, "--lease-namespace", ns, "--lease-name", lease])
+        .args(["--identity", identity, "--host", "127.0.0.1", "--port", &port.to_string()])
+        .env("KUBECONFIG", env().var("RTU_TEST_KUBECONFIG"))
+        .env("RTU_WORKER_IMAGE", "rtu-operator:process-test")
+        .stdout(out.try_clone().unwrap())
+        .stderr(out)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    Replica { child, addr: format!("127.0.0.1:{port}"), log }
+}
+
+fn role(r: &Replica) -> Option<String> {
+    let stream = std::net::TcpStream::connect(&r.addr).ok()?;
+    drop(stream);
+    let (status, body) = http_get(&r.addr, "/readyz");
+    (status == 200).then(|| body.trim().trim_start_matches("ready: ").to_string())
+}
+
+#[tokio::test]
+async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
+    let client = k::client().await;
+    install_crds(&client).await;
+    let ns = k::namespace(&client, "op-proc").await;
+    let lease = unique_name("rtu-leader");
+    let mut a = start(&ns, &lease, "replica-a");
+    let mut b = start(&ns, &lease, "replica-b");
+    let (leader, standby) = eventually("one leader and one standby", WAIT, || async {
+        match (role(&a).as_deref(), role(&b).as_deref()) {
+            (Some("leader"), Some("standby")) => Some(("a", "b")),
+            (Some("standby"), Some("leader")) => Some(("b", "a")),
+            _ => None,
+        }
+    })
+    .await;
+    // Still exactly one after a few renew periods.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let roles = [role(&a), role(&b)];
+    assert_eq!(roles.iter().filter(|r| r.as_deref() == Some("leader")).count(), 1, "{roles:?}");
+
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": { "name": "mongo" }, "stringData": { "uri": "mongodb://mongo:27017" }
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let sor: SystemOfRecord = serde_json::from_value(json!({
+        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "SystemOfRecord", "metadata": { "name": "crm" },
+        "spec": {
+            "kafka": { "bootstrapServers": "kafka:9092" },
+            "mongodb": { "uriSecretRef": { "name": "mongo", "key": "uri" }, "database": "crm" },
+            "adapter": { "type": "debezium" },
+            "projections": [ { "name": "pr_customers", "topics": ["crm.customers"], "fields": [
+                { "name": "customer_id", "type": "String", "primaryKey": true } ] } ]
+        }
+    }))
+    .unwrap();
+    Api::<SystemOfRecord>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &sor)
+        .await
+        .unwrap();
+    let rtu: RealTimeUpdater = serde_json::from_value(json!({
+        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "RealTimeUpdater", "metadata": { "name": "rtu" },
+        "spec": { "systemOfRecordRef": { "name": "crm" } }
+    }))
+    .unwrap();
+    let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &ns);
+    rtus.create(&PostParams::default(), &rtu).await.unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let replicas_of = |n: i32| {
+        let deployments = deployments.clone();
+        async move {
+            let d = deployments.get_opt("rtu").await.ok()??;
+            (d.spec?.replicas == Some(n)).then_some(())
+        }
+    };
+    eventually("the leader builds the Deployment", WAIT, || replicas_of(1)).await;
+    let (leader_replica, standby_replica) = if leader == "a" { (&mut a, &b) } else { (&mut b, &a) };
+    let (_, text) = http_get(&leader_replica.addr, "/metrics");
+    assert_eq!(metric(&text, "rtu_operator_leader"), Some(1.0), "{text}");
+    assert!(
+        metric(&text, r#"rtu_operator_reconciles_total{kind="RealTimeUpdater",result="ok"}"#)
+            .unwrap_or(0.0)
+            >= 1.0,
+        "{text}"
+    );
+
+    // SIGTERM: the leader finishes, releases the Lease and exits 0; the standby takes over.
+    signal_pid(leader_replica.child.id(), "TERM");
+    let status = leader_replica.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "leader {leader} exit {status}; log {}",
+        leader_replica.log.display()
+    );
+    eventually(&format!("{standby} leads"), Duration::from_secs(30), || async {
+        (role(standby_replica).as_deref() == Some("leader")).then_some(())
+    })
+    .await;
+    rtus.patch("rtu", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 2 } })))
+        .await
+        .unwrap();
+    eventually("the new leader reconciles the change", WAIT, || replicas_of(2)).await;
+    for r in [&mut a, &mut b] {
+        if r.child.try_wait().unwrap().is_none() {
+            signal_pid(r.child.id(), "TERM");
+            assert!(r.child.wait().unwrap().success(), "log {}", r.log.display());
+        }
+    }
+    k::delete_namespace(&client, &ns).await;
+}
