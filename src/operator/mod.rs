@@ -8,6 +8,7 @@ pub mod dereference;
 pub mod leader;
 pub mod reconcile;
 pub mod status;
+pub mod system_of_record;
 pub mod telemetry;
 pub mod validate;
 
@@ -74,12 +75,16 @@ where
 
 /// One controller over one namespace (or all): RealTimeUpdaters, their children, and what they
 /// reference, mapped back to the RealTimeUpdaters that use it.
-fn controller(
+fn controller<F>(
     client: Client,
     namespace: Option<String>,
     ctx: Arc<Context>,
-    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
-) -> BoxStream<'static, ()> {
+    shutdown: F,
+) -> BoxStream<'static, ()>
+where
+    F: std::future::Future<Output = ()> + Clone + Send + Sync + 'static,
+{
+    let statuses = sor_statuses(&client, namespace.as_deref(), Arc::clone(&ctx), shutdown.clone());
     let ns = namespace.as_deref();
     let config = watcher::Config::default().any_semantic();
     let labelled = watcher::Config::default().labels(build::OWNER_LABEL).any_semantic();
@@ -114,7 +119,7 @@ fn controller(
         let rtus = rtus.clone();
         move |changed: Guarded| siblings_of(&rtus, &changed)
     };
-    controller
+    let controller = controller
         .owns(api::<Deployment>(&client, ns), labelled.clone())
         .owns(api::<Service>(&client, ns), labelled.clone())
         .owns(api::<PodDisruptionBudget>(&client, ns), labelled)
@@ -139,6 +144,37 @@ fn controller(
             None::<()>
         })
         .chain(futures::stream::once(async {}))
+        .boxed();
+    futures::stream::select(controller, statuses).boxed()
+}
+
+/// The SystemOfRecord status controller: refreshed when the SystemOfRecord or one of its
+/// RealTimeUpdaters changes.
+fn sor_statuses<F>(
+    client: &Client,
+    ns: Option<&str>,
+    ctx: Arc<Context>,
+    shutdown: F,
+) -> BoxStream<'static, ()>
+where
+    F: std::future::Future<Output = ()> + Send + Sync + 'static,
+{
+    let config = watcher::Config::default().any_semantic();
+    Controller::new(api::<SystemOfRecord>(client, ns), config.clone())
+        .watches(api::<Guarded>(client, ns), config, |g: Guarded| {
+            g.0.ok().map(|r| {
+                ObjectRef::new(&r.spec.system_of_record_ref.name)
+                    .within(&r.namespace().unwrap_or_default())
+            })
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(system_of_record::reconcile, system_of_record::error_policy, ctx)
+        .filter_map(|result| async move {
+            if let Err(e) = result {
+                warn!(error = %e, "SystemOfRecord status controller");
+            }
+            None::<()>
+        })
         .boxed()
 }
 

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::build::{self, Children, OWNER_LABEL};
 use super::dereference::{self, DereferenceError};
-use super::status::{self, Outcome, Workers};
+use super::status::{self, Outcome, Workers, now};
 use super::telemetry::Telemetry;
 use super::validate::{self, Settings, default_group};
 use crate::api::{RealTimeUpdater, RealTimeUpdaterStatus};
@@ -366,9 +366,4 @@ fn truncate(text: &str) -> String {
         end -= 1;
     }
     format!("{}...", &text[..end])
-}
-
-fn now() -> String {
-    let now = k8s_openapi::jiff::Timestamp::now();
-    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
 }

@@ -139,6 +139,12 @@ pub fn next(
     status
 }
 
+/// The current time as conditions carry it (RFC 3339, whole seconds).
+pub fn now() -> String {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now).to_string()
+}
+
 /// Replaces the condition of the same type; keeps its transition time when the status is the
 /// same.
 fn put(conditions: &mut Vec<Condition>, mut condition: Condition) {
