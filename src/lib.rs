@@ -8,4 +8,4 @@ pub mod config;
 pub mod engine;
 pub mod operator;
 pub mod telemetry;
-mod yaml;
+pub mod yaml;

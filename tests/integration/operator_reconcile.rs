@@ -559,3 +559,50 @@ async fn operator_crds_openapi_describes_every_field() {
         println!("{kind}: {fields} fields, each with a description");
     }
 }
+
+/// The commented examples in `examples/operator/` are accepted by the API server (schema and
+/// CEL rules) and reconciled by the operator once their Secrets exist.
+#[tokio::test]
+async fn operator_examples_are_accepted_and_reconciled() {
+    let client = k::client().await;
+    let ns = k::namespace(&client, "op-examples").await;
+    let operator = Operator::start(&client, &ns).await;
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/operator");
+    let read = |file: &str| -> Value {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap();
+        rtu_operator::yaml::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
+    };
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    for (name, data) in [
+        ("crm-mongodb", json!({ "uri": "mongodb://mongo:27017" })),
+        (
+            "crm-kafka",
+            json!({ "username": "u", "password": "p", "ca.crt": "-----BEGIN CERTIFICATE-----" }),
+        ),
+    ] {
+        let secret: Secret =
+            serde_json::from_value(json!({ "metadata": { "name": name }, "stringData": data }))
+                .unwrap();
+        secrets.create(&PostParams::default(), &secret).await.unwrap();
+    }
+    let schemas: ConfigMap = serde_json::from_value(read("schemas.yaml")).unwrap();
+    Api::<ConfigMap>::namespaced(client.clone(), &ns)
+        .create(&PostParams::default(), &schemas)
+        .await
+        .unwrap();
+    let sor: SystemOfRecord = serde_json::from_value(read("system-of-record.yaml")).unwrap();
+    let rtu: RealTimeUpdater = serde_json::from_value(read("realtime-updater.yaml")).unwrap();
+    let apply = PatchParams::apply("rtu-operator-tests");
+    Api::<SystemOfRecord>::namespaced(client.clone(), &ns)
+        .patch("crm", &apply, &Patch::Apply(&sor))
+        .await
+        .unwrap();
+    Api::<RealTimeUpdater>::namespaced(client.clone(), &ns)
+        .patch("crm", &apply, &Patch::Apply(&rtu))
+        .await
+        .unwrap();
+    let rtu = condition(&client, &ns, "crm", "Degraded", "False", Some("Reconciled")).await;
+    assert_eq!(rtu.status.unwrap().projections.len(), 2);
+    operator.stop().await;
+    k::delete_namespace(&client, &ns).await;
+}
