@@ -177,6 +177,22 @@ pub struct AutomaticStrategies {
     pub er_schema: String,
     /// Path of `projectionChangesSchema.json`.
     pub projection_changes_schema: String,
+    /// Projections of the System of Record this worker does not write but the walk may read
+    /// (another updater keeps them in the same database); the operator fills it in.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub read_projections: Vec<ReadProjection>,
+}
+
+/// A projection the automatic strategy reads without writing it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReadProjection {
+    /// The projection's name, as the schema files write it.
+    pub name: String,
+    /// Its collection.
+    pub collection: String,
+    /// Its field names in the projection.
+    pub fields: Vec<String>,
 }
 
 /// Users' JavaScript functions, run in an embedded sandbox (no file, network or process

@@ -574,20 +574,31 @@ fn output_failure(message: usize, e: OutputError) -> Failure {
 /// The automatic strategy of `config`, loaded and checked against its projections.
 pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>, AnnounceError> {
     let Some(files) = &config.outputs.strategies.automatic else { return Ok(None) };
-    let projections: Vec<ProjectionInfo> = config
-        .projections
-        .iter()
-        .map(|p| ProjectionInfo {
-            name: p.name.clone(),
-            collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
-            fields: p
-                .fields
-                .iter()
-                .map(|f| f.target.clone().unwrap_or_else(|| f.name.clone()))
-                .collect(),
-        })
-        .collect();
     let er = PathBuf::from(&files.er_schema);
     let pc = PathBuf::from(&files.projection_changes_schema);
-    strategy::load(&er, &pc, &projections).map(Some).map_err(AnnounceError::LoadSchemas)
+    strategy::load(&er, &pc, &projection_infos(config))
+        .map(Some)
+        .map_err(AnnounceError::LoadSchemas)
+}
+
+/// The projections the automatic strategy knows: the ones written, then the ones only read.
+pub(crate) fn projection_infos(config: &EngineConfig) -> Vec<ProjectionInfo> {
+    let written = config.projections.iter().map(|p| ProjectionInfo {
+        name: p.name.clone(),
+        collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
+        fields: p
+            .fields
+            .iter()
+            .map(|f| f.target.clone().unwrap_or_else(|| f.name.clone()))
+            .collect(),
+    });
+    let read =
+        config.outputs.strategies.automatic.iter().flat_map(|a| &a.read_projections).map(|p| {
+            ProjectionInfo {
+                name: p.name.clone(),
+                collection: p.collection.clone(),
+                fields: p.fields.clone(),
+            }
+        });
+    written.chain(read).collect()
 }

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::Path;
 
 use k8s_openapi::ByteString;
 use kube::ResourceExt;
@@ -18,7 +19,8 @@ use crate::api::{
 use crate::config::{
     AutomaticStrategies, EngineConfig, ErrorPolicy, Functions, KafkaConfig, KafkaProtocol,
     KafkaSecurity, MongoConfig, Outputs, ProjectionChanges, ProjectionConfig, ProjectionUpdates,
-    SaslConfig, SaslMechanism, SecretSource, SingleViewTrigger, Strategies, Telemetry,
+    ReadProjection, SaslConfig, SaslMechanism, SecretSource, SingleViewTrigger, Strategies,
+    Telemetry,
 };
 
 /// Where the engine ConfigMap is mounted in the worker container.
@@ -163,8 +165,15 @@ pub fn validate(
             return Err(Invalid(errors));
         }
     };
-    let mut render =
-        Render { rtu, sor, refs, errors, secrets: BTreeSet::new(), files: BTreeMap::new() };
+    let mut render = Render {
+        rtu,
+        sor,
+        refs,
+        errors,
+        secrets: BTreeSet::new(),
+        files: BTreeMap::new(),
+        owned: owned.iter().map(|p| p.name.clone()).collect(),
+    };
     let engine = render.engine(&owned);
     let Render { mut errors, secrets, mut files, .. } = render;
     let projection_paths: BTreeMap<usize, usize> = owned
@@ -178,6 +187,9 @@ pub fn validate(
         for e in engine.validate() {
             errors.push(invalid(&crd_path(&e.path, sor, &projection_paths), e.message));
         }
+    }
+    if errors.is_empty() {
+        errors.extend(check_schemas(&engine, &files, sor));
     }
     if !errors.is_empty() {
         return Err(Invalid(errors));
@@ -335,6 +347,8 @@ struct Render<'a> {
     errors: Vec<FieldError>,
     secrets: BTreeSet<SecretKeyRef>,
     files: BTreeMap<String, String>,
+    /// The names of the projections this updater writes.
+    owned: BTreeSet<String>,
 }
 
 impl Render<'_> {
@@ -500,7 +514,25 @@ impl Render<'_> {
             spec.projection_changes_schema_ref.as_ref(),
             "projectionChangesSchema.json",
         );
-        Some(AutomaticStrategies { er_schema: er?, projection_changes_schema: pc? })
+        let read_projections = spec
+            .projections
+            .iter()
+            .filter(|p| !self.owned.contains(&p.name))
+            .map(|p| ReadProjection {
+                name: p.name.clone(),
+                collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
+                fields: p
+                    .fields
+                    .iter()
+                    .map(|f| f.target.clone().unwrap_or_else(|| f.name.clone()))
+                    .collect(),
+            })
+            .collect();
+        Some(AutomaticStrategies {
+            er_schema: er?,
+            projection_changes_schema: pc?,
+            read_projections,
+        })
     }
 
     /// Every `<name>.js` key of the functions ConfigMap, copied into the engine ConfigMap.
@@ -553,6 +585,47 @@ fn missing(path: &str, what: String, object_exists: bool) -> FieldError {
         format!("{what}: not found in the namespace")
     };
     FieldError { reason: Reason::MissingReference, path: path.to_string(), message }
+}
+
+/// The automatic strategy's two files, checked as the engine will check them at start, so a
+/// bad schema is refused here instead of crash-looping the workers.
+fn check_schemas(
+    engine: &EngineConfig,
+    files: &BTreeMap<String, String>,
+    sor: &SystemOfRecord,
+) -> Vec<FieldError> {
+    const ER: &str = "erSchema.json";
+    const PC: &str = "projectionChangesSchema.json";
+    if engine.outputs.strategies.automatic.is_none() {
+        return Vec::new();
+    }
+    let (Some(er), Some(pc)) = (files.get(ER), files.get(PC)) else { return Vec::new() };
+    let infos = crate::engine::announce::projection_infos(engine);
+    let Err(errors) =
+        crate::engine::strategy::parse((Path::new(ER), er), (Path::new(PC), pc), &infos)
+    else {
+        return Vec::new();
+    };
+    errors
+        .0
+        .into_iter()
+        .map(|e| {
+            let (field, reference) = if e.file == Path::new(ER) {
+                ("erSchemaRef", sor.spec.er_schema_ref.as_ref())
+            } else {
+                ("projectionChangesSchemaRef", sor.spec.projection_changes_schema_ref.as_ref())
+            };
+            let at = reference
+                .map(|r| format!(" (ConfigMap {}, key {})", r.name, r.key))
+                .unwrap_or_default();
+            let pointer =
+                if e.pointer.is_empty() { String::new() } else { format!("{}: ", e.pointer) };
+            invalid(
+                &format!("SystemOfRecord {}: spec.{field}{at}", sor.name_any()),
+                format!("{pointer}{}", e.message),
+            )
+        })
+        .collect()
 }
 
 /// `<namespace>.<name>`.

@@ -606,3 +606,75 @@ async fn operator_examples_are_accepted_and_reconciled() {
     operator.stop().await;
     k::delete_namespace(&client, &ns).await;
 }
+
+/// The automatic strategy's files are checked as the engine will check them, against every
+/// projection of the SystemOfRecord (those another updater writes are read-only for this one):
+/// a valid edit of the ConfigMap rolls the workers, a broken one is refused with its path.
+#[tokio::test]
+async fn operator_checks_strategy_schemas_and_rolls_on_configmap_changes() {
+    let client = k::client().await;
+    let ns = k::namespace(&client, "op-schemas").await;
+    let operator = Operator::start(&client, &ns).await;
+    system_of_record(&client, &ns).await;
+    let maps: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let er = r#"{"version":"1.0.0","config":{
+        "pr_orders":{"outgoing":{"pr_customers":{"conditions":{"o_c":{"condition":{"customer_id":"customer_id"}}}}}},
+        "pr_customers":{"outgoing":{"pr_orders":{"conditions":{"c_o":{"condition":{"customer_id":"customer_id"},"oneToMany":true}}}}}}}"#;
+    let pc = |first: &str| {
+        format!(
+            r#"{{"version":"1.0.0","config":{{"sv_customers":{{"paths":[{{"path":["{first}","pr_customers"],"identifier":{{"customerId":"customer_id"}}}}]}}}}}}"#
+        )
+    };
+    let set = |er: String, pc: String| {
+        let maps = maps.clone();
+        async move {
+            let patch =
+                json!({ "data": { "erSchema.json": er, "projectionChangesSchema.json": pc } });
+            maps.patch("crm-schemas", &PatchParams::default(), &Patch::Merge(patch)).await.unwrap();
+        }
+    };
+    set(er.to_string(), pc("pr_orders")).await;
+    create_rtu(
+        &client,
+        &ns,
+        "orders",
+        json!({ "systemOfRecordRef": { "name": "crm" }, "projections": ["pr_orders"] }),
+    )
+    .await;
+    create_rtu(&client, &ns, "customers", json!({
+        "systemOfRecordRef": { "name": "crm" }, "projections": ["pr_customers"],
+        "outputs": { "projectionChanges": { "enabled": true }, "strategies": { "automatic": true } }
+    }))
+    .await;
+    let rtu = condition(&client, &ns, "customers", "Degraded", "False", Some("Reconciled")).await;
+    let hash = rtu.status.unwrap().config_hash.unwrap();
+    let cm = maps.get("customers-engine").await.unwrap().data.unwrap();
+    assert!(cm["config.yaml"].contains("readProjections"), "{}", cm["config.yaml"]);
+
+    // A valid change of the schema ConfigMap rolls the workers.
+    set(er.replace("\"oneToMany\":true", "\"oneToMany\":false"), pc("pr_orders")).await;
+    let new_hash = eventually("a new hash after the ConfigMap changed", WAIT, || async {
+        let rtu =
+            Api::<RealTimeUpdater>::namespaced(client.clone(), &ns).get("customers").await.ok()?;
+        rtu.status?.config_hash.filter(|h| *h != hash)
+    })
+    .await;
+    deployment_with_hash(&client, &ns, "customers", &new_hash).await;
+
+    // A broken one is refused before any worker sees it.
+    set(er.to_string(), pc("pr_nope")).await;
+    let refused = eventually("the broken schema refused", WAIT, || async {
+        let rtu =
+            Api::<RealTimeUpdater>::namespaced(client.clone(), &ns).get("customers").await.ok()?;
+        let ready = rtu.status?.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+        (ready.reason == "InvalidSpec").then_some(ready.message)
+    })
+    .await;
+    assert!(
+        refused.starts_with("SystemOfRecord crm: spec.projectionChangesSchemaRef (ConfigMap crm-schemas, key projectionChangesSchema.json): /config/sv_customers/paths/0/path/0: unknown projection \"pr_nope\""),
+        "{refused}"
+    );
+    deployment_with_hash(&client, &ns, "customers", &new_hash).await;
+    operator.stop().await;
+    k::delete_namespace(&client, &ns).await;
+}

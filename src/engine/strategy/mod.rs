@@ -9,6 +9,7 @@ mod condition;
 mod schema;
 
 pub use automatic::{Start, StrategyError, SvIdentifier};
+pub(crate) use schema::parse;
 pub use schema::{SchemaError, SchemaErrors, load};
 
 use condition::Cond;
