@@ -296,3 +296,7 @@ fn pdb(v: &Validated) -> PodDisruptionBudget {
         ..PodDisruptionBudget::default()
     }
 }
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

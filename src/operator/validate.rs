@@ -616,3 +616,7 @@ fn hash(
     }
     digest.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()[..16].to_string()
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
