@@ -27,6 +27,9 @@ pub const OWNER_LABEL: &str = "rtu.fastdata.dev/realtimeupdater";
 pub const HASH_ANNOTATION: &str = "rtu.fastdata.dev/config-hash";
 /// The worker container's name.
 pub const CONTAINER: &str = "engine";
+/// The pods' fsGroup: mounted Secret files are owned by root, so the non-root worker reads
+/// them through this group, which the kubelet gives them to.
+const WORKER_GROUP: i64 = 65532;
 
 /// The children of one RealTimeUpdater, in the order they are applied.
 #[derive(Debug, Clone, PartialEq)]
@@ -177,6 +180,7 @@ fn pod(v: &Validated) -> PodSpec {
         affinity: w.affinity.clone(),
         security_context: Some(PodSecurityContext {
             run_as_non_root: Some(true),
+            fs_group: Some(WORKER_GROUP),
             seccomp_profile: Some(SeccompProfile {
                 type_: "RuntimeDefault".into(),
                 ..SeccompProfile::default()
@@ -188,7 +192,7 @@ fn pod(v: &Validated) -> PodSpec {
 }
 
 /// One projected volume with every referenced Secret key at `<secret>/<key>`, readable by the
-/// worker only.
+/// worker only (owner root, group [`WORKER_GROUP`], nothing for others).
 fn secrets_volume(v: &Validated) -> Volume {
     let mut by_secret: BTreeMap<&str, Vec<KeyToPath>> = BTreeMap::new();
     for r in &v.secrets {
@@ -201,7 +205,7 @@ fn secrets_volume(v: &Validated) -> Volume {
     Volume {
         name: "secrets".into(),
         projected: Some(ProjectedVolumeSource {
-            default_mode: Some(0o400),
+            default_mode: Some(0o440),
             sources: Some(
                 by_secret
                     .into_iter()
@@ -292,3 +296,7 @@ fn pdb(v: &Validated) -> PodDisruptionBudget {
         ..PodDisruptionBudget::default()
     }
 }
+
+#[cfg(test)]
+#[path = "build_tests.rs"]
+mod tests;

@@ -117,3 +117,7 @@ pub async fn dereference(
     refs.sor = Some(sor);
     Ok(refs)
 }
+
+#[cfg(test)]
+#[path = "dereference_tests.rs"]
+mod tests;

@@ -5,6 +5,8 @@
 
 pub mod build;
 pub mod dereference;
+#[cfg(test)]
+mod fixtures;
 pub mod leader;
 pub mod reconcile;
 pub mod status;

@@ -647,7 +647,15 @@ fn crd_path(engine: &str, sor: &SystemOfRecord, projections: &BTreeMap<usize, us
             in_sor(&format!("projections[{j}]{rest}"))
         }
         "adapter" | "writes" => in_sor(engine),
-        "kafka" => in_sor(engine.replacen("kafka.security", "kafka", 1).as_str()),
+        "kafka" => match engine {
+            // The group comes from the RealTimeUpdater, the security from the SoR's fields.
+            "kafka.groupId" => "spec.consumerGroup".to_string(),
+            "kafka.security.sasl" => in_sor("kafka.authentication"),
+            "kafka.security.sasl.username" => in_sor("kafka.authentication.usernameSecretRef"),
+            "kafka.security.sasl.password" => in_sor("kafka.authentication.passwordSecretRef"),
+            "kafka.security.caFile" => in_sor("kafka.tls.caSecretRef"),
+            _ => in_sor(engine),
+        },
         "mongodb" => in_sor(engine),
         "functions" => in_sor("customFunctionsRef"),
         "errorPolicy" | "outputs" => format!("spec.{engine}"),
@@ -681,3 +689,7 @@ fn hash(
     }
     digest.finalize().iter().map(|b| format!("{b:02x}")).collect::<String>()[..16].to_string()
 }
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;
