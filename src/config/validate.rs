@@ -54,6 +54,13 @@ const ENGINE_OWNED_KAFKA_KEYS: [&str; 15] = [
     "enable.idempotence",
 ];
 
+/// librdkafka properties whose value is a credential (or embeds one).
+fn carries_credentials(key: &str) -> bool {
+    key.contains("password")
+        || key.contains("secret")
+        || matches!(key, "sasl.jaas.config" | "sasl.oauthbearer.config" | "ssl.key.pem")
+}
+
 /// The broken rules found so far, each with its full field path.
 struct Errors(Vec<ConfigError>);
 
@@ -303,6 +310,11 @@ impl EngineConfig {
                 errors.add(
                     format!("kafka.config.{key}"),
                     "set by the engine; use kafka.bootstrapServers, kafka.groupId, kafka.autoOffsetReset or kafka.security instead",
+                );
+            } else if carries_credentials(key) {
+                errors.add(
+                    format!("kafka.config.{key}"),
+                    "would hold a credential in plain text; credentials come from kafka.security (files or environment variables; Secret references in a SystemOfRecord)",
                 );
             }
         }
@@ -663,6 +675,16 @@ functions:
                 "kafka.bootstrapServers",
             ),
             ("session.timeout.ms: \"30000\"", "group.id: other", "kafka.config.group.id"),
+            (
+                "session.timeout.ms: \"30000\"",
+                "sasl.jaas.config: x",
+                "kafka.config.sasl.jaas.config",
+            ),
+            (
+                "session.timeout.ms: \"30000\"",
+                "ssl.key.password: x",
+                "kafka.config.ssl.key.password",
+            ),
             ("protocol: saslPlaintext", "protocol: plaintext", "kafka.security.sasl"),
             (
                 "password: { env: KAFKA_PASSWORD }",

@@ -229,7 +229,7 @@ fn invalid(path: &str, message: impl Into<String>) -> FieldError {
 }
 
 /// The projections `rtu` owns. A projection an updater already holds (its status lists it as
-/// `Active` and its spec still claims it) stays with it, so a running updater never loses a
+/// `Active` or `Stopped` and its spec still claims it) stays with it, so a running updater never loses a
 /// projection because another one appears or goes. The rest is claimed in age order (creation
 /// time, then name): an explicit list takes exactly those projections and is refused when one
 /// of them is taken; an empty list takes every projection still free.
@@ -273,7 +273,8 @@ pub fn ownership(
     let mut taken: BTreeMap<&str, String> = BTreeMap::new();
     for claimant in &claimants {
         let held =
-            claimant.status.iter().flat_map(|s| &s.projections).filter(|p| p.state == "Active");
+            // Stopped workers still own their projections (and their group's offsets).
+            claimant.status.iter().flat_map(|s| &s.projections).filter(|p| p.state != "Refused");
         for p in held {
             if let Some(name) = known.iter().find(|k| **k == p.name)
                 && claims(claimant, name)

@@ -4,7 +4,7 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::{AdapterKind, Compression};
+use crate::config::{AdapterKind, Compression, ReadProjection};
 use crate::operator::fixtures::{
     ER_SCHEMA, NS, PC_SCHEMA, SV_ORDERS_JS, WORKER_IMAGE, at, claimant, dereferenced, refs, rtu,
     rtu_with, secret_values, settings, sor, sor_with, validated, validated_of,
@@ -96,7 +96,13 @@ fn outputs_follow_the_spec() {
         Some(AutomaticStrategies {
             er_schema: "/etc/rtu/erSchema.json".into(),
             projection_changes_schema: "/etc/rtu/projectionChangesSchema.json".into(),
-        })
+            read_projections: vec![ReadProjection {
+                name: "pr_products".into(),
+                collection: "products".into(),
+                fields: vec!["sku".into()],
+            }],
+        }),
+        "pr_products is written by no one here but the walk may read it"
     );
     assert_eq!(v.files["erSchema.json"], ER_SCHEMA);
     assert_eq!(v.files["projectionChangesSchema.json"], PC_SCHEMA);
@@ -811,7 +817,13 @@ fn the_config_hash_moves_with_content_not_metadata() {
         ("a Kafka password", |_, d| secret(d, "kafka-user", "password", "rotated"), true),
         ("the MongoDB URI", |_, d| secret(d, "mongo", "uri", "mongodb://new@mongo/crm"), true),
         ("the CA certificate", |_, d| secret(d, "kafka-ca", "ca.crt", "other PEM"), true),
-        ("the ER schema", |_, d| config_map(d, "crm-schemas", "erSchema.json", "{}"), true),
+        (
+            "the ER schema",
+            |_, d| {
+                config_map(d, "crm-schemas", "erSchema.json", r#"{"version":"1.0.0","config":{}}"#)
+            },
+            true,
+        ),
         ("a custom function", |_, d| config_map(d, "crm-functions", "svOrders.js", "x"), true),
         ("a new custom function", |_, d| config_map(d, "crm-functions", "svNew.js", "x"), true),
         ("a spec field (tuning)", |r, _| r.spec.worker.tuning.max_batch_messages = 500, true),
@@ -896,4 +908,32 @@ fn credentials_never_reach_the_config_map() {
             assert!(!debug.contains(value), "{patch}: the engine config holds a Secret value");
         }
     }
+}
+
+#[test]
+fn a_stopped_updater_keeps_its_projections() {
+    let sor = sor();
+    // "a" is older, claims everything and is stopped; "me" (newer, empty list) gets nothing.
+    let mut stopped = claimant("a", 1, &[], &[]);
+    stopped.spec.stopped = true;
+    stopped.status = Some(
+        serde_json::from_value(json!({ "projections": [
+        { "name": "pr_customers", "state": "Stopped" },
+        { "name": "pr_orders", "state": "Stopped" },
+        { "name": "pr_products", "state": "Stopped" } ] }))
+        .unwrap(),
+    );
+    let me = claimant("me", 0, &["pr_orders"], &[]);
+    let errors = ownership(&me, &sor, &[stopped.clone(), me.clone()]).unwrap_err();
+    assert_eq!(errors[0].message, "projection pr_orders is owned by RealTimeUpdater a");
+    // A refused projection is not held.
+    let mut refused = stopped;
+    refused.status = Some(
+        serde_json::from_value(json!({ "projections": [
+        { "name": "pr_orders", "state": "Refused" } ] }))
+        .unwrap(),
+    );
+    refused.metadata.creation_timestamp = Some(serde_json::from_value(json!(at(5))).unwrap());
+    let owned = ownership(&me, &sor, &[refused, me.clone()]).unwrap();
+    assert_eq!(owned.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["pr_orders"]);
 }
