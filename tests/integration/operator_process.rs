@@ -112,14 +112,14 @@ async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
     };
     eventually("the leader builds the Deployment", WAIT, || replicas_of(1)).await;
     let (leader_replica, standby_replica) = if leader == "a" { (&mut a, &b) } else { (&mut b, &a) };
-    let (_, text) = http_get(&leader_replica.addr, "/metrics");
+    let addr = leader_replica.addr.clone();
+    let ok = r#"rtu_operator_reconciles_total{kind="RealTimeUpdater",result="ok"}"#;
+    let text = eventually("a successful reconcile in the leader's metrics", WAIT, || async {
+        let (_, text) = http_get(&addr, "/metrics");
+        (metric(&text, ok).unwrap_or(0.0) >= 1.0).then_some(text)
+    })
+    .await;
     assert_eq!(metric(&text, "rtu_operator_leader"), Some(1.0), "{text}");
-    assert!(
-        metric(&text, r#"rtu_operator_reconciles_total{kind="RealTimeUpdater",result="ok"}"#)
-            .unwrap_or(0.0)
-            >= 1.0,
-        "{text}"
-    );
 
     // SIGTERM: the leader finishes, releases the Lease and exits 0; the standby takes over.
     signal_pid(leader_replica.child.id(), "TERM");
