@@ -143,5 +143,11 @@ async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
             assert!(r.child.wait().unwrap().success(), "log {}", r.log.display());
         }
     }
+    // The operator's logs never carry a credential.
+    for r in [&a, &b] {
+        let log = std::fs::read_to_string(&r.log).unwrap();
+        assert!(!log.contains("mongodb://"), "a credential in {}", r.log.display());
+        assert!(log.contains("\"level\":\"INFO\""), "JSON logs in {}", r.log.display());
+    }
     k::delete_namespace(&client, &ns).await;
 }

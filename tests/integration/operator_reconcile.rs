@@ -229,6 +229,11 @@ async fn operator_builds_children_with_content_and_rolls_on_config_and_secret_ch
     assert_eq!(pdb.owner_references()[0].name, "customers");
     let events = events_for(&client, &ns, "customers").await;
     assert!(events.iter().any(|e| e.reason.as_deref() == Some("ConfigApplied")), "{events:?}");
+    // Nor in the status or an Event.
+    let seen = serde_json::to_string(&(&rtu.status, &events)).unwrap();
+    for secret in ["s3cret", "hunter2"] {
+        assert!(!seen.contains(secret), "status or Events hold {secret:?}");
+    }
 
     // A label-only change does not roll the workers.
     let generation = d.metadata.generation;
