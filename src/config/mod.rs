@@ -183,6 +183,21 @@ pub struct AutomaticStrategies {
     pub read_projections: Vec<ReadProjection>,
 }
 
+impl ReadProjection {
+    /// What the strategy needs to know of a projection: its name, collection and field names.
+    pub fn of(p: &ProjectionConfig) -> Self {
+        ReadProjection {
+            name: p.name.clone(),
+            collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
+            fields: p
+                .fields
+                .iter()
+                .map(|f| f.target.clone().unwrap_or_else(|| f.name.clone()))
+                .collect(),
+        }
+    }
+}
+
 /// A projection the automatic strategy reads without writing it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

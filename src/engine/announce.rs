@@ -18,7 +18,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::time::Instant;
 
-use crate::config::{EngineConfig, SecretError, function_name};
+use crate::config::{EngineConfig, ReadProjection, SecretError, function_name};
 use crate::engine::functions;
 use crate::engine::kafka::producer_config;
 use crate::engine::outputs::{
@@ -583,22 +583,13 @@ pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>
 
 /// The projections the automatic strategy knows: the ones written, then the ones only read.
 pub(crate) fn projection_infos(config: &EngineConfig) -> Vec<ProjectionInfo> {
-    let written = config.projections.iter().map(|p| ProjectionInfo {
-        name: p.name.clone(),
-        collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
-        fields: p
-            .fields
-            .iter()
-            .map(|f| f.target.clone().unwrap_or_else(|| f.name.clone()))
-            .collect(),
-    });
     let read =
-        config.outputs.strategies.automatic.iter().flat_map(|a| &a.read_projections).map(|p| {
-            ProjectionInfo {
-                name: p.name.clone(),
-                collection: p.collection.clone(),
-                fields: p.fields.clone(),
-            }
-        });
-    written.chain(read).collect()
+        config.outputs.strategies.automatic.iter().flat_map(|a| a.read_projections.iter().cloned());
+    config
+        .projections
+        .iter()
+        .map(ReadProjection::of)
+        .chain(read)
+        .map(|p| ProjectionInfo { name: p.name, collection: p.collection, fields: p.fields })
+        .collect()
 }

@@ -519,15 +519,7 @@ impl Render<'_> {
             .projections
             .iter()
             .filter(|p| !self.owned.contains(&p.name))
-            .map(|p| ReadProjection {
-                name: p.name.clone(),
-                collection: p.collection.clone().unwrap_or_else(|| p.name.clone()),
-                fields: p
-                    .fields
-                    .iter()
-                    .map(|f| f.target.clone().unwrap_or_else(|| f.name.clone()))
-                    .collect(),
-            })
+            .map(ReadProjection::of)
             .collect();
         Some(AutomaticStrategies {
             er_schema: er?,
