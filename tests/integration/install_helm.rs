@@ -314,9 +314,8 @@ fn release_objects(release: &str, ns: &str) -> Vec<String> {
         ("clusterroles,clusterrolebindings", None),
     ] {
         let mut args = vec!["get", kinds, "-l", &selector, "-o", "name"];
-        match scope {
-            Some(ns) => args.extend(["-n", ns]),
-            None => {}
+        if let Some(ns) = scope {
+            args.extend(["-n", ns]);
         }
         names.extend(ok(kubectl(&args, None), "kubectl get").lines().map(str::to_string));
     }
