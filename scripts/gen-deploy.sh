@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# scripts/gen-deploy.sh: regenerates deploy/rtu-operator.yaml, the plain manifests for
+# scripts/gen-deploy.sh: copies crds/ into charts/rtu-operator/crds/ and regenerates
+# deploy/rtu-operator.yaml, the plain manifests for
 # `kubectl apply -f deploy/` and GitOps tools, from the Helm chart with its default values:
 #
 #   the Namespace rtu-system (Pod Security "restricted"), then
@@ -41,6 +42,9 @@ case ${1:-} in
     fi
     ;;
   "")
+    # The chart carries copies of the generated CRDs (rtu crd --out-dir crds).
+    rm -f charts/rtu-operator/crds/*.yaml
+    cp crds/*.yaml charts/rtu-operator/crds/
     mkdir -p deploy
     render >"$OUT.tmp" && mv "$OUT.tmp" "$OUT"
     echo "gen-deploy: wrote $OUT" >&2

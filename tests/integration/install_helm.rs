@@ -176,13 +176,13 @@ fn install_chart_crds_are_the_repo_crds() {
     assert_eq!(
         names(&chart_crds),
         names(&repo_crds),
-        "charts/rtu-operator/crds/ must hold exactly the files of crds/: cp crds/*.yaml charts/rtu-operator/crds/"
+        "charts/rtu-operator/crds/ must hold exactly the files of crds/: run scripts/gen-deploy.sh (it copies crds/ into the chart)"
     );
     for name in names(&repo_crds) {
         assert!(
             std::fs::read(chart_crds.join(&name)).unwrap()
                 == std::fs::read(repo_crds.join(&name)).unwrap(),
-            "charts/rtu-operator/crds/{name} differs from crds/{name}: cp crds/*.yaml charts/rtu-operator/crds/"
+            "charts/rtu-operator/crds/{name} differs from crds/{name}: run scripts/gen-deploy.sh (it copies crds/ into the chart)"
         );
     }
 }
