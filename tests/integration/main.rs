@@ -8,6 +8,7 @@ mod engine_outage;
 mod engine_outputs;
 mod engine_policies;
 mod engine_run;
+mod install_helm;
 mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
