@@ -37,6 +37,20 @@ pub enum Command {
     /// Run the operator: reconcile SystemOfRecord and RealTimeUpdater resources into worker
     /// Deployments. SIGTERM: finish in-flight reconciles, release the leader Lease, exit 0.
     Operator(OperatorArgs),
+    /// Run a RealTimeUpdater's worker Deployment as local processes, as a kubelet would (its
+    /// command, args, env, ConfigMap and Secret mounts), and follow its changes; for demos and
+    /// development with an API server but no nodes. SIGTERM stops the workers.
+    LocalWorkers {
+        /// The RealTimeUpdater's namespace.
+        #[arg(long)]
+        namespace: String,
+        /// The RealTimeUpdater (its Deployment has the same name).
+        #[arg(long)]
+        name: String,
+        /// Where the pods' files and logs go.
+        #[arg(long, default_value = "/tmp/rtu-local-workers")]
+        dir: PathBuf,
+    },
     /// Print the CustomResourceDefinitions generated from the Rust types (both kinds, as one
     /// YAML stream), or write one file per CRD into a directory.
     Crd {
@@ -91,6 +105,9 @@ impl Cli {
             Command::Engine { config } => engine(&config),
             Command::Crd { out_dir } => crd(out_dir.as_deref()),
             Command::Operator(args) => operator(args),
+            Command::LocalWorkers { namespace, name, dir } => {
+                local_workers(&namespace, &name, &dir)
+            }
         }
     }
 }
@@ -126,6 +143,44 @@ fn operator(args: OperatorArgs) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "operator failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn local_workers(namespace: &str, name: &str, dir: &std::path::Path) -> ExitCode {
+    crate::telemetry::init_logs("info");
+    let binary = match std::env::current_exe() {
+        Ok(b) => b,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot find the rtu binary");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let client = kube::Client::try_default().await.map_err(|e| e.to_string())?;
+        crate::operator::local::follow(
+            client,
+            namespace,
+            name,
+            dir,
+            &binary,
+            crate::telemetry::shutdown_signal(),
+        )
+        .await
+        .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "local workers failed");
             ExitCode::FAILURE
         }
     }

@@ -8,6 +8,7 @@ pub mod dereference;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;
+pub mod local;
 pub mod reconcile;
 pub mod status;
 pub mod system_of_record;

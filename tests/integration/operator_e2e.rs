@@ -6,117 +6,38 @@
 //! events become projection documents; an edit of the RealTimeUpdater is re-rendered, and the
 //! restarted workers run the new config.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use mongodb::bson::{Document, doc};
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
-use rtu_operator::config::EngineConfig;
+use rtu_operator::operator::local::{LocalPod, start_pods};
 use serde_json::json;
 
-use crate::support::engine::{event, produce, signal_pid};
+use crate::support::engine::{event, produce};
 use crate::support::kafka::{create_topic, read_topic};
 use crate::support::operator::Operator;
 use crate::support::{env, eventually, kube as k, mongodb as m, unique_name};
 
 const WAIT: Duration = Duration::from_secs(90);
 
-/// One emulated pod: its directory and its process.
-struct Pod {
-    child: Child,
-    log: PathBuf,
-}
-
-/// Runs the Deployment's pod template as `replicas` local processes.
-async fn run_pods(client: &Client, ns: &str, d: &Deployment, dir: &Path) -> Vec<Pod> {
-    let spec = d.spec.clone().unwrap();
-    let pod = spec.template.spec.unwrap();
-    let container = &pod.containers[0];
-    assert_eq!(container.command.clone().unwrap(), ["rtu"], "the image's binary");
-    let hash =
-        &spec.template.metadata.unwrap().annotations.unwrap()["rtu.fastdata.dev/config-hash"];
-    let mut pods = Vec::new();
-    for replica in 0..spec.replicas.unwrap() {
-        let root = dir.join(format!("{hash}-{replica}"));
-        let mut mounts: BTreeMap<String, PathBuf> = BTreeMap::new();
-        for mount in container.volume_mounts.clone().unwrap() {
-            let volume =
-                pod.volumes.as_ref().unwrap().iter().find(|v| v.name == mount.name).unwrap();
-            let target = root.join(&mount.name);
-            std::fs::create_dir_all(&target).unwrap();
-            if let Some(cm) = &volume.config_map {
-                let map =
-                    Api::<ConfigMap>::namespaced(client.clone(), ns).get(&cm.name).await.unwrap();
-                for (key, text) in map.data.unwrap() {
-                    std::fs::write(target.join(key), text).unwrap();
-                }
-            }
-            if let Some(projected) = &volume.projected {
-                for source in projected.sources.clone().unwrap() {
-                    let s = source.secret.unwrap();
-                    let secret =
-                        Api::<Secret>::namespaced(client.clone(), ns).get(&s.name).await.unwrap();
-                    let data = secret.data.unwrap();
-                    for item in s.items.unwrap() {
-                        let file = target.join(&item.path);
-                        std::fs::create_dir_all(file.parent().unwrap()).unwrap();
-                        std::fs::write(file, &data[&item.key].0).unwrap();
-                    }
-                }
-            }
-            mounts.insert(mount.mount_path.clone(), target);
-        }
-        // The mounted paths, as this pod sees them.
-        let local = |path: &str| {
-            mounts
-                .iter()
-                .find_map(|(at, dir)| {
-                    path.strip_prefix(at.as_str()).map(|rest| format!("{}{rest}", dir.display()))
-                })
-                .unwrap_or_else(|| path.to_string())
-        };
-        let args: Vec<String> = container.args.clone().unwrap().iter().map(|a| local(a)).collect();
-        let config_at = args.iter().position(|a| a == "--config").unwrap() + 1;
-        let mut config =
-            EngineConfig::load(Path::new(&args[config_at])).unwrap_or_else(|e| panic!("{e}"));
-        for file in config.functions.files.values_mut() {
-            *file = local(file);
-        }
-        if let Some(a) = config.outputs.strategies.automatic.as_mut() {
-            a.er_schema = local(&a.er_schema);
-            a.projection_changes_schema = local(&a.projection_changes_schema);
-        }
-        config.mongodb.uri.file = config.mongodb.uri.file.as_deref().map(local);
-        config.telemetry.port = 0;
-        let pod_config = root.join("pod-config.yaml");
-        // JSON is YAML: the engine reads it as it is.
-        std::fs::write(&pod_config, serde_json::to_string(&config).unwrap()).unwrap();
-        let mut args = args;
-        args[config_at] = pod_config.display().to_string();
-        let log = root.join("engine.log");
-        let out = std::fs::File::create(&log).unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_rtu"));
-        command.args(&args).stdout(out.try_clone().unwrap()).stderr(out).stdin(Stdio::null());
-        for var in container.env.clone().unwrap_or_default() {
-            command.env(var.name, var.value.unwrap_or_default());
-        }
-        pods.push(Pod { child: command.spawn().unwrap(), log });
-    }
-    pods
+/// Runs the Deployment's pod template as local processes (`rtu local-workers` does the same).
+async fn run_pods(client: &Client, ns: &str, d: &Deployment, dir: &Path) -> Vec<LocalPod> {
+    let command =
+        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].command.clone();
+    assert_eq!(command.unwrap(), ["rtu"], "the image's binary");
+    start_pods(client, ns, d, dir, Path::new(env!("CARGO_BIN_EXE_rtu"))).await.unwrap()
 }
 
 /// SIGTERM, as the kubelet does on a roll, and wait for each process to exit 0.
-fn terminate(pods: Vec<Pod>) {
-    for mut pod in pods {
-        signal_pid(pod.child.id(), "TERM");
-        let status = pod.child.wait().unwrap();
-        assert!(status.success(), "worker exit {status}; log {}", pod.log.display());
+fn terminate(pods: Vec<LocalPod>) {
+    for pod in pods {
+        let log = pod.log.clone();
+        assert!(pod.terminate(Duration::from_secs(60)), "worker exit; log {}", log.display());
     }
 }
 
