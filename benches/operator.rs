@@ -444,6 +444,7 @@ async fn main() {
         settings: Settings { worker_image: "rtu-operator:bench".into() },
         recorder: operator::recorder(op_client.clone(), "bench"),
         telemetry: Arc::clone(&telemetry),
+        updaters: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(operator::run_controllers(

@@ -8,6 +8,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::ListParams;
+use kube::core::error_boundary::DeserializeGuard;
+use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
 use crate::api::{RealTimeUpdater, SystemOfRecord};
@@ -67,10 +69,12 @@ pub fn config_map_names(sor: &SystemOfRecord) -> BTreeSet<String> {
     .collect()
 }
 
-/// Reads what `rtu` references.
+/// Reads what `rtu` references; the other RealTimeUpdaters come from `updaters` (the
+/// controller's cache) when given.
 pub async fn dereference(
     client: &Client,
     rtu: &RealTimeUpdater,
+    updaters: Option<&Store<DeserializeGuard<RealTimeUpdater>>>,
 ) -> Result<Dereferenced, DereferenceError> {
     let namespace = rtu.namespace().unwrap_or_default();
     let sors: Api<SystemOfRecord> = Api::namespaced(client.clone(), &namespace);
@@ -79,15 +83,25 @@ pub async fn dereference(
         what: format!("SystemOfRecord {namespace}/{sor_name}"),
         source,
     })?;
-    let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &namespace);
-    let siblings = rtus
-        .list(&ListParams::default())
-        .await
-        .map_err(|source| DereferenceError::Read {
-            what: format!("RealTimeUpdaters in {namespace}"),
-            source,
-        })?
-        .items;
+    let siblings = match updaters {
+        Some(store) if store.wait_until_ready().await.is_ok() => store
+            .state()
+            .iter()
+            .filter_map(|g| g.0.as_ref().ok())
+            .filter(|r| r.namespace().as_deref() == Some(namespace.as_str()))
+            .cloned()
+            .collect(),
+        _ => {
+            let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &namespace);
+            rtus.list(&ListParams::default())
+                .await
+                .map_err(|source| DereferenceError::Read {
+                    what: format!("RealTimeUpdaters in {namespace}"),
+                    source,
+                })?
+                .items
+        }
+    };
     let mut refs = Dereferenced { sor: None, siblings, ..Dereferenced::default() };
     let Some(sor) = sor else { return Ok(refs) };
     let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);

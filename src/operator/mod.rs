@@ -122,6 +122,7 @@ where
         let rtus = rtus.clone();
         move |changed: Guarded| siblings_of(&rtus, &changed)
     };
+    let ctx = Arc::new(Context { updaters: Some(rtus.clone()), ..(*ctx).clone() });
     let controller = controller
         .owns(api::<Deployment>(&client, ns), labelled.clone())
         .owns(api::<Service>(&client, ns), labelled.clone())
@@ -137,7 +138,7 @@ where
                 .touched_objects(),
             by_config_map,
         )
-        .watches(api::<Guarded>(&client, ns), config, siblings)
+        .watches_stream(ownership_changes(&client, ns), siblings)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::reconcile, reconcile::error_policy, ctx)
         .filter_map(|result| async move {
@@ -164,7 +165,7 @@ where
 {
     let config = watcher::Config::default().any_semantic();
     Controller::new(api::<SystemOfRecord>(client, ns), config.clone())
-        .watches(api::<Guarded>(client, ns), config, |g: Guarded| {
+        .watches_stream(ownership_changes(client, ns), |g: Guarded| {
             g.0.ok().map(|r| {
                 ObjectRef::new(&r.spec.system_of_record_ref.name)
                     .within(&r.namespace().unwrap_or_default())
@@ -177,6 +178,50 @@ where
                 warn!(error = %e, "SystemOfRecord status controller");
             }
             None::<()>
+        })
+        .boxed()
+}
+
+/// What of a RealTimeUpdater decides who owns which projection: its SystemOfRecord, the
+/// projections it claims and those its status holds.
+type OwnershipKey = Option<(String, Vec<String>, Vec<(String, String)>)>;
+
+/// RealTimeUpdaters whose ownership-relevant fields changed, or that went: a change of one
+/// updater's tuning or a status write that moves nothing does not wake its siblings (with
+/// hundreds of updaters per SystemOfRecord that fan-out would dominate).
+fn ownership_changes(
+    client: &Client,
+    ns: Option<&str>,
+) -> BoxStream<'static, Result<Guarded, watcher::Error>> {
+    let seen: std::sync::Mutex<std::collections::HashMap<String, OwnershipKey>> =
+        Default::default();
+    let key = |g: &Guarded| -> OwnershipKey {
+        let r = g.0.as_ref().ok()?;
+        let held =
+            r.status.iter().flat_map(|s| &s.projections).map(|p| (p.name.clone(), p.state.clone()));
+        Some((r.spec.system_of_record_ref.name.clone(), r.spec.projections.clone(), held.collect()))
+    };
+    let uid = |g: &Guarded| match &g.0 {
+        Ok(r) => r.uid().unwrap_or_default(),
+        Err(invalid) => invalid.metadata.uid.clone().unwrap_or_default(),
+    };
+    watcher(api::<Guarded>(client, ns), watcher::Config::default().any_semantic())
+        .default_backoff()
+        .filter_map(move |event| {
+            let out = match event {
+                Ok(watcher::Event::Apply(g) | watcher::Event::InitApply(g)) => {
+                    let mut seen = seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let changed = seen.insert(uid(&g), key(&g)).is_none_or(|old| old != key(&g));
+                    changed.then_some(Ok(g))
+                }
+                Ok(watcher::Event::Delete(g)) => {
+                    seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&uid(&g));
+                    Some(Ok(g))
+                }
+                Ok(watcher::Event::Init | watcher::Event::InitDone) => None,
+                Err(e) => Some(Err(e)),
+            };
+            futures::future::ready(out)
         })
         .boxed()
 }
@@ -313,6 +358,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
         settings: validate::Settings { worker_image: options.worker_image.clone() },
         recorder: recorder(client.clone(), &options.identity),
         telemetry: Arc::clone(&telemetry),
+        updaters: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let controllers =

@@ -34,6 +34,7 @@ pub const MANAGER: &str = "rtu-operator";
 const RESYNC: Duration = Duration::from_secs(300);
 
 /// What the reconciler needs.
+#[derive(Clone)]
 pub struct Context {
     /// The API client.
     pub client: Client,
@@ -43,6 +44,9 @@ pub struct Context {
     pub recorder: Recorder,
     /// Reconcile counts and durations.
     pub telemetry: Arc<Telemetry>,
+    /// The controller's cache of RealTimeUpdaters (ownership is decided from it, not from a
+    /// list request per reconcile); `None`: list them from the API server.
+    pub updaters: Option<kube::runtime::reflector::Store<DeserializeGuard<RealTimeUpdater>>>,
 }
 
 /// Why a reconcile must be retried.
@@ -123,7 +127,7 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
         write_status(ctx, rtu, &previous, &Outcome::Paused { workers }).await?;
         return Ok(Action::requeue(RESYNC));
     }
-    let refs = dereference::dereference(&ctx.client, rtu).await?;
+    let refs = dereference::dereference(&ctx.client, rtu, ctx.updaters.as_ref()).await?;
     let validated = match validate::validate(rtu, &refs, &ctx.settings) {
         Ok(v) => v,
         Err(invalid) => {

@@ -61,6 +61,7 @@ impl Operator {
             settings: Settings { worker_image: IMAGE.into() },
             recorder: operator::recorder(client.clone(), "tests"),
             telemetry: rtu_operator::operator::telemetry::Telemetry::new(),
+            updaters: None,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(operator::run_controllers(
