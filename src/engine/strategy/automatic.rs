@@ -17,6 +17,7 @@ use mongodb::bson::{Bson, Document, doc};
 
 use super::condition::{compare, get_path, value_key};
 use super::{AutomaticStrategy, NamedCondition, Step};
+use crate::engine::encode;
 
 /// Source documents per `find` at most.
 const CHUNK: usize = 1000;
@@ -113,7 +114,8 @@ struct Walk<'a> {
     /// Step -> cursors waiting for it.
     pending: BTreeMap<usize, Vec<Cursor>>,
     found: Vec<Vec<SvIdentifier>>,
-    found_keys: Vec<HashSet<String>>,
+    /// Per start: [`identifier_key`] of the identifiers found.
+    found_keys: Vec<HashSet<Vec<u8>>>,
 }
 
 impl<'a> Walk<'a> {
@@ -166,8 +168,7 @@ impl<'a> Walk<'a> {
                 }
             };
         }
-        let key = format!("{}\u{0}{identifier}", route.single_view);
-        if self.found_keys[cursor.start].insert(key) {
+        if self.found_keys[cursor.start].insert(identifier_key(&route.single_view, &identifier)) {
             let single_view = route.single_view.clone();
             self.found[cursor.start].push(SvIdentifier { single_view, identifier });
         }
@@ -219,6 +220,21 @@ impl<'a> Walk<'a> {
         }
         index
     }
+}
+
+/// A single view and identifier as bytes, equal only for the same single view and the same
+/// identifier (fields, order and BSON types): the name, a NUL, the identifier's BSON (its
+/// extended JSON should it not encode, which needs a NUL in a key).
+fn identifier_key(single_view: &str, identifier: &Document) -> Vec<u8> {
+    let mut key = Vec::with_capacity(single_view.len() + 64);
+    key.extend_from_slice(single_view.as_bytes());
+    key.push(0);
+    let at = key.len();
+    if encode::document(identifier, &mut key).is_err() {
+        key.truncate(at);
+        key.extend_from_slice(identifier.to_string().as_bytes());
+    }
+    key
 }
 
 /// The distinct documents of `cursors`, in order.
