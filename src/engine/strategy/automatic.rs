@@ -468,6 +468,24 @@ mod tests {
     }
 
     #[test]
+    fn identifier_keys_tell_single_views_fields_order_and_types_apart() {
+        let key = |sv: &str, id: Document| identifier_key(sv, &id);
+        let c7 = doc! {"customerId": "C-7"};
+        assert_eq!(key("sv", c7.clone()), key("sv", c7.clone()));
+        assert_ne!(key("sv", c7.clone()), key("sv_other", c7.clone()));
+        assert_ne!(
+            key("sv", doc! {"a": 1_i32, "b": 2_i32}),
+            key("sv", doc! {"b": 2_i32, "a": 1_i32})
+        );
+        assert_ne!(key("sv", doc! {"a": 1_i32}), key("sv", doc! {"a": 1_i64}));
+        assert_ne!(key("sv", doc! {"a": 1_i32}), key("sv", doc! {"a": "1"}));
+        // A NUL in a key does not encode: the extended JSON tells it apart all the same.
+        let nul = doc! {"a\u{0}b": 1_i32};
+        assert_eq!(key("sv", nul.clone()), key("sv", nul.clone()));
+        assert_ne!(key("sv", nul), key("sv", doc! {"a\u{0}c": 1_i32}));
+    }
+
+    #[test]
     fn identifiers_follow_the_mapping_order_and_drop_missing_values() {
         let pc = r#"{"version": "1.0.0", "config": {"sv": {"paths": [
             {"path": ["pr_orders"], "identifier": {"b": "order_id", "a": "customer_id"}}]}}}"#;

@@ -58,6 +58,9 @@ pub(super) async fn read_before(
     if keys.is_empty() {
         return Ok(stored);
     }
+    // One reply for all of them (a key has one document at most): the default first batch of
+    // 101 documents would take a getMore per further 101.
+    let batch_size = u32::try_from(keys.len()).unwrap_or(u32::MAX);
     let filter = match &pk[..] {
         [single] => {
             let values: Vec<Bson> = keys.iter().filter_map(|k| k.get(*single).cloned()).collect();
@@ -72,6 +75,7 @@ pub(super) async fn read_before(
     let mut cursor = db
         .collection::<RawDocumentBuf>(&projection.collection)
         .find(filter)
+        .batch_size(batch_size)
         .await
         .map_err(error)?;
     while let Some(raw) = cursor.try_next().await.map_err(error)? {
