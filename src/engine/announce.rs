@@ -5,6 +5,7 @@
 //! the announcement; a replay produces the same documents and event keys); a strategy that
 //! throws, or times out three times for one message, fails that message (error policy).
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::PathBuf;
@@ -19,6 +20,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::time::Instant;
 
 use crate::config::{EngineConfig, ReadProjection, SecretError, function_name};
+use crate::engine::encode;
 use crate::engine::functions;
 use crate::engine::kafka::producer_config;
 use crate::engine::outputs::{
@@ -387,12 +389,20 @@ impl Announcer {
     ) -> Result<(), AnnounceError> {
         let Some(collection) = &self.pc_collection else { return Ok(()) };
         // One upsert per identifier, built from its last change in the batch (the document
-        // ends the same); keyed by the identifier's extended JSON (Document is not hashable).
-        let mut slots: HashMap<(&str, String), usize> = HashMap::new();
+        // ends the same); keyed by the identifier's BSON bytes (Document is not hashable).
+        let mut slots: HashMap<(&str, Vec<u8>), usize> = HashMap::new();
         let mut latest: Vec<(&SvIdentifier, &Source)> = Vec::new();
+        let mut key = Vec::new();
         for (_, change, ids) in changes {
             for id in *ids {
-                match slots.entry((id.single_view.as_str(), id.identifier.to_string())) {
+                key.clear();
+                encode::document(&id.identifier, &mut key).map_err(|source| {
+                    AnnounceError::ProjectionChanges(ProjectionChangesError::Encode {
+                        collection: collection.clone(),
+                        source,
+                    })
+                })?;
+                match slots.entry((id.single_view.as_str(), key.clone())) {
                     Entry::Occupied(slot) => latest[*slot.get()] = (id, change.kafka),
                     Entry::Vacant(slot) => {
                         slot.insert(latest.len());
@@ -405,12 +415,18 @@ impl Announcer {
             return Ok(());
         }
         let now = DateTime::now();
-        let updates: Vec<outputs::ChangeUpsert> = latest
+        let updates = latest
             .iter()
             .map(|(id, kafka)| {
                 outputs::projection_change_update(&id.single_view, &id.identifier, kafka, now)
             })
-            .collect();
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|source| {
+                AnnounceError::ProjectionChanges(ProjectionChangesError::Encode {
+                    collection: collection.clone(),
+                    source,
+                })
+            })?;
         // One identifier is in one slice at most, so the slices go out concurrently (one
         // ordered command holds one mongod thread).
         let slices = updates.len().div_ceil(self.writes_in_flight.max(1)).max(1);
@@ -418,9 +434,13 @@ impl Announcer {
             .chunks(slices)
             .map(|chunk| outputs::upsert_projection_changes(&self.db, collection, chunk));
         futures::future::try_join_all(sends).await.map_err(AnnounceError::ProjectionChanges)?;
+        let mut counts: HashMap<&str, u64> = HashMap::new();
         for (id, _) in latest {
-            let label = SingleViewLabel { single_view: id.single_view.clone() };
-            self.telemetry.metrics.projection_changes.get_or_create(&label).inc();
+            *counts.entry(id.single_view.as_str()).or_default() += 1;
+        }
+        for (single_view, n) in counts {
+            let label = SingleViewLabel { single_view: single_view.to_string() };
+            self.telemetry.metrics.projection_changes.get_or_create(&label).inc_by(n);
         }
         Ok(())
     }
@@ -429,7 +449,7 @@ impl Announcer {
     /// producer), then awaits every acknowledgement.
     async fn produce(&self, changes: &[Announced<'_>]) -> Result<Vec<Failure>, AnnounceError> {
         let Some(producer) = &self.producer else { return Ok(Vec::new()) };
-        let mut pending: Vec<(String, bool, DeliveryFuture)> = Vec::new();
+        let mut pending: Vec<(Cow<'_, str>, bool, DeliveryFuture)> = Vec::new();
         let mut failures = Vec::new();
         for (a, change, ids) in changes {
             let events = match self.events_of(a, change, ids) {
@@ -444,21 +464,33 @@ impl Announcer {
                 pending.push((event.topic, event.pr_update, delivery));
             }
         }
+        // Acknowledged events per (family, topic), counted once per batch.
+        let mut acknowledged: Vec<(bool, Cow<'_, str>, u64)> = Vec::new();
         for (topic, pr_update, delivery) in pending {
             match delivery.await {
-                Ok(Ok(_)) => {
-                    let family = match pr_update {
-                        true => &self.telemetry.metrics.pr_updates,
-                        false => &self.telemetry.metrics.sv_triggers,
-                    };
-                    family.get_or_create(&TopicLabel { topic }).inc();
+                Ok(Ok(_)) => match acknowledged
+                    .iter_mut()
+                    .find(|(family, t, _)| *family == pr_update && *t == topic)
+                {
+                    Some((_, _, n)) => *n += 1,
+                    None => acknowledged.push((pr_update, topic, 1)),
+                },
+                Ok(Err((source, _))) => {
+                    let topic = topic.into_owned();
+                    return Err(AnnounceError::Produce { topic, source });
                 }
-                Ok(Err((source, _))) => return Err(AnnounceError::Produce { topic, source }),
                 Err(_) => {
-                    let source = KafkaError::Canceled;
+                    let (topic, source) = (topic.into_owned(), KafkaError::Canceled);
                     return Err(AnnounceError::Produce { topic, source });
                 }
             }
+        }
+        for (pr_update, topic, n) in acknowledged {
+            let family = match pr_update {
+                true => &self.telemetry.metrics.pr_updates,
+                false => &self.telemetry.metrics.sv_triggers,
+            };
+            family.get_or_create(&TopicLabel { topic: topic.into_owned() }).inc_by(n);
         }
         Ok(failures)
     }
@@ -469,11 +501,11 @@ impl Announcer {
         a: &Applied<'_>,
         change: &Change<'_>,
         identifiers: &[SvIdentifier],
-    ) -> Result<Vec<Event>, OutputError> {
+    ) -> Result<Vec<Event<'_>>, OutputError> {
         let mut events = Vec::new();
         if let Some(topic) = self.pr_topics.get(a.projection) {
             events.push(Event {
-                topic: topic.clone(),
+                topic: Cow::Borrowed(topic),
                 key: outputs::pr_update_key(change)?,
                 value: outputs::pr_update_value_v1(change)?,
                 schema: PR_UPDATE_V1_SCHEMA,
@@ -484,7 +516,7 @@ impl Announcer {
             for id in identifiers {
                 let outputs::Record { key, value } =
                     outputs::sv_trigger(&id.single_view, &id.identifier, change)?;
-                let topic = template.replace("{singleView}", &id.single_view);
+                let topic = Cow::Owned(template.replace("{singleView}", &id.single_view));
                 events.push(Event {
                     topic,
                     key,
@@ -499,8 +531,8 @@ impl Announcer {
 }
 
 /// One Kafka event to produce.
-struct Event {
-    topic: String,
+struct Event<'a> {
+    topic: Cow<'a, str>,
     key: Vec<u8>,
     value: Vec<u8>,
     schema: &'static str,
@@ -508,21 +540,24 @@ struct Event {
 }
 
 /// Enqueues one event, waiting while librdkafka's queue is full.
-async fn send(producer: &FutureProducer, event: &Event) -> Result<DeliveryFuture, AnnounceError> {
-    let headers = OwnedHeaders::new()
-        .insert(Header { key: MESSAGE_SCHEMA_HEADER, value: Some(event.schema.as_bytes()) });
+async fn send(
+    producer: &FutureProducer,
+    event: &Event<'_>,
+) -> Result<DeliveryFuture, AnnounceError> {
     loop {
+        let headers = OwnedHeaders::new_with_capacity(1)
+            .insert(Header { key: MESSAGE_SCHEMA_HEADER, value: Some(event.schema.as_bytes()) });
         let record = FutureRecord::to(&event.topic)
             .key(&event.key[..])
             .payload(&event.value[..])
-            .headers(headers.clone());
+            .headers(headers);
         match producer.send_result(record) {
             Ok(delivery) => return Ok(delivery),
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Err((source, _)) => {
-                return Err(AnnounceError::Produce { topic: event.topic.clone(), source });
+                return Err(AnnounceError::Produce { topic: event.topic.to_string(), source });
             }
         }
     }

@@ -1,11 +1,12 @@
 //! Encodes documents and the raw `update` commands (the writer's upserts, and the
-//! projection-change upserts whose update is a pipeline) straight into BSON bytes: one buffer,
+//! projection-change upserts, encoded beforehand by their builder with this module's
+//! `open` / `element` / `close`) straight into BSON bytes: one buffer,
 //! lengths patched in place, no nested buffers copied into their parents and no pass through
 //! serde (which the driver's `Document` encoder takes, and which was the engine's largest CPU
 //! cost). Produces exactly the bytes `bson::to_vec` would. Updates are encoded as soon as
 //! they are mapped, while their values are still in the CPU's cache.
 
-use mongodb::bson::{self, Bson, Document, RawDocumentBuf};
+use mongodb::bson::{self, Bson, Document, RawDocument, RawDocumentBuf};
 
 /// Why a document could not be encoded.
 #[derive(Debug, thiserror::Error)]
@@ -49,17 +50,28 @@ pub fn update_command<'a>(
     })
 }
 
-/// `{update: collection, updates: [{q, u: [stage, ...], upsert: true}, ...], ordered: true}`:
-/// upserts whose update is an aggregation pipeline, applied in order.
-pub fn pipeline_update_command<'a>(
+/// `{update: collection, updates: [statement, ...], ordered: true}` of statements encoded
+/// beforehand (the projection-change upserts, whose update is a pipeline), applied in order.
+pub fn ordered_update_command<'a>(
     collection: &str,
-    statements: impl Iterator<Item = (&'a Document, &'a [Document])>,
+    statements: impl Iterator<Item = &'a RawDocument>,
 ) -> Result<RawDocumentBuf, EncodeError> {
-    upserts(collection, statements, true, |pipeline, out| {
-        out.push(0x04);
-        cstring("u", out)?;
-        documents(pipeline, out)
-    })
+    let mut out = Vec::with_capacity(4096);
+    let command = open(&mut out);
+    string_element("update", collection, &mut out)?;
+    out.push(0x04);
+    cstring("updates", &mut out)?;
+    let array = open(&mut out);
+    let mut index = itoa_buffer();
+    for (i, statement) in statements.enumerate() {
+        out.push(0x03);
+        cstring(index.format(i), &mut out)?;
+        out.extend_from_slice(statement.as_bytes());
+    }
+    close(array, &mut out)?;
+    out.extend_from_slice(&[0x08, b'o', b'r', b'd', b'e', b'r', b'e', b'd', 0, 1]);
+    close(command, &mut out)?;
+    RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))
 }
 
 /// The `update` command of upsert statements `{q, u, upsert: true}`; `u` appends the `u`
@@ -112,20 +124,8 @@ fn array(values: &[Bson], out: &mut Vec<u8>) -> Result<(), EncodeError> {
     close(start, out)
 }
 
-/// Appends `docs` as a BSON array of documents.
-fn documents(docs: &[Document], out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    let start = open(out);
-    let mut index = itoa_buffer();
-    for (i, doc) in docs.iter().enumerate() {
-        out.push(0x03);
-        cstring(index.format(i), out)?;
-        document(doc, out)?;
-    }
-    close(start, out)
-}
-
 /// Appends one element: type byte, key, value.
-fn element(key: &str, value: &Bson, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+pub(crate) fn element(key: &str, value: &Bson, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     let type_at = out.len();
     out.push(value.element_type() as u8);
     cstring(key, out)?;
@@ -160,7 +160,8 @@ fn fallback(key: &str, value: &Bson, out: &mut Vec<u8>) -> Result<(), EncodeErro
     Ok(())
 }
 
-fn string_element(key: &str, value: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+/// Appends a string element.
+pub(crate) fn string_element(key: &str, value: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     out.push(0x02);
     cstring(key, out)?;
     string(value, out)
@@ -174,7 +175,8 @@ fn string(s: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     Ok(())
 }
 
-fn cstring(s: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+/// Appends a key (a BSON C string).
+pub(crate) fn cstring(s: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     if s.as_bytes().contains(&0) {
         return Err(EncodeError::NulInKey(s.to_string()));
     }
@@ -184,13 +186,14 @@ fn cstring(s: &str, out: &mut Vec<u8>) -> Result<(), EncodeError> {
 }
 
 /// Starts a document: a length placeholder, patched by [`close`].
-fn open(out: &mut Vec<u8>) -> usize {
+pub(crate) fn open(out: &mut Vec<u8>) -> usize {
     let start = out.len();
     out.extend_from_slice(&[0; 4]);
     start
 }
 
-fn close(start: usize, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+/// Ends the document [`open`] started at `start`.
+pub(crate) fn close(start: usize, out: &mut Vec<u8>) -> Result<(), EncodeError> {
     out.push(0);
     let len = i32::try_from(out.len() - start).map_err(|_| EncodeError::TooLarge)?;
     out[start..start + 4].copy_from_slice(&len.to_le_bytes());
@@ -265,19 +268,16 @@ mod tests {
     }
 
     #[test]
-    fn the_pipeline_update_command_is_the_documented_shape() {
+    fn the_ordered_update_command_is_the_documented_shape() {
         let filter = doc! { "type": "sv_customers", "identifier": { "customerId": "C-7" } };
         let pipeline = vec![doc! { "$set": every_type() }, doc! { "$unset": "x" }];
-        let statements = [(&filter, pipeline.as_slice()), (&filter, &pipeline[..1])];
-        let raw = pipeline_update_command("fd-pc-crm", statements.into_iter()).unwrap();
         let statement = |u: &[Document]| doc! { "q": filter.clone(), "u": u, "upsert": true };
-        let expected = doc! {
-            "update": "fd-pc-crm",
-            "updates": [statement(&pipeline), statement(&pipeline[..1])],
-            "ordered": true,
-        };
-        assert_eq!(raw.as_bytes(), bson::to_vec(&expected).unwrap());
-        let empty = pipeline_update_command("c", std::iter::empty()).unwrap();
+        let (first, second) = (statement(&pipeline), statement(&pipeline[..1]));
+        let raw = [to_raw(&first).unwrap(), to_raw(&second).unwrap()];
+        let command = ordered_update_command("fd-pc-crm", raw.iter().map(|r| r.as_ref())).unwrap();
+        let expected = doc! { "update": "fd-pc-crm", "updates": [first, second], "ordered": true };
+        assert_eq!(command.as_bytes(), bson::to_vec(&expected).unwrap());
+        let empty = ordered_update_command("c", std::iter::empty()).unwrap();
         let expected = doc! { "update": "c", "updates": [], "ordered": true };
         assert_eq!(empty.as_bytes(), bson::to_vec(&expected).unwrap());
     }

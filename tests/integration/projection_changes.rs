@@ -42,7 +42,7 @@ fn c7() -> Document {
 }
 
 fn change(identifier: &Document, kafka: &Source, now: i64) -> ChangeUpsert {
-    projection_change_update("sv_customers", identifier, kafka, DateTime::from_millis(now))
+    projection_change_update("sv_customers", identifier, kafka, DateTime::from_millis(now)).unwrap()
 }
 
 async fn fresh_db(prefix: &str) -> (Database, Collection<Document>) {

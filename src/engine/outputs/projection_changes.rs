@@ -1,8 +1,9 @@
 //! Projection changes in MongoDB (SPEC §4.2): one document per `(type, identifier)` whose
 //! `changes` array tells the single-view creator what to aggregate. [`projection_change_update`]
-//! builds the upsert of one change (pure); [`upsert_projection_changes`] sends a batch of them
-//! as one `update` command, encoded straight into BSON (module `encode`); [`ensure_projection_change_indexes`] creates the indexes the
-//! single-view creator relies on.
+//! builds the upsert of one change (pure), encoded straight into BSON (module `encode`: no
+//! `Document` tree is built, cloned and dropped per change); [`upsert_projection_changes`]
+//! sends a batch of them as one `update` command; [`ensure_projection_change_indexes`] creates
+//! the indexes the single-view creator relies on.
 //!
 //! Upsert rule: if the document has a `NEW` element, its message metadata is refreshed (every
 //! `NEW` element, should there be several); otherwise one `NEW` element is appended, so a
@@ -14,7 +15,7 @@
 
 use std::sync::LazyLock;
 
-use mongodb::bson::{Bson, DateTime, Document, bson, doc};
+use mongodb::bson::{Bson, DateTime, Document, RawDocument, RawDocumentBuf, doc};
 use mongodb::options::IndexOptions;
 use mongodb::{Database, IndexModel};
 
@@ -29,13 +30,24 @@ pub const TYPE_CHANGE_STATE_INDEX: &str = "type_change_state";
 /// MongoDB's duplicate-key error code.
 const DUPLICATE_KEY: i32 = 11000;
 
-/// The upsert of one projection change: the statement `{q: filter, u: pipeline, upsert: true}`.
+/// The upsert of one projection change: the statement `{q: filter, u: pipeline, upsert: true}`,
+/// encoded.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeUpsert {
-    /// `{type, identifier}`.
-    pub filter: Document,
-    /// The update, an aggregation pipeline.
-    pub pipeline: Vec<Document>,
+    statement: RawDocumentBuf,
+}
+
+impl ChangeUpsert {
+    /// The encoded statement `{q: {type, identifier}, u: [stage], upsert: true}`.
+    pub fn statement(&self) -> &RawDocument {
+        &self.statement
+    }
+
+    /// The statement's filter `{type, identifier}`, decoded (for error messages and tests).
+    pub fn filter(&self) -> Option<Document> {
+        let q = self.statement.get_document("q").ok()?;
+        Document::try_from(q).ok()
+    }
 }
 
 /// A failed projection-changes write (transient for the message: retry it).
@@ -92,13 +104,13 @@ pub enum ProjectionChangesError {
 }
 
 /// `changes` as an array (`[]` before the document exists): `$$old` of the update.
-static OLD_CHANGES: LazyLock<Bson> =
-    LazyLock::new(|| bson!({ "$cond": [{ "$isArray": "$changes" }, "$changes", []] }));
+static OLD_CHANGES: LazyLock<Document> =
+    LazyLock::new(|| doc! { "$cond": [{ "$isArray": "$changes" }, "$changes", []] });
 
 /// The new `changes`: every `NEW` element of `$$old` merged with `$$fresh`, or `$$fresh`
 /// appended when there is none. The same in every upsert, so built once.
-static REFRESH_OR_APPEND: LazyLock<Bson> = LazyLock::new(|| {
-    bson!({ "$cond": [
+static REFRESH_OR_APPEND: LazyLock<Document> = LazyLock::new(|| {
+    doc! { "$cond": [
         { "$in": ["NEW", "$$old.state"] },
         { "$map": { "input": "$$old", "as": "c", "in": { "$cond": [
             { "$eq": ["$$c.state", "NEW"] },
@@ -106,41 +118,106 @@ static REFRESH_OR_APPEND: LazyLock<Bson> = LazyLock::new(|| {
             "$$c",
         ] } } },
         { "$concatArrays": ["$$old", ["$$fresh"]] },
-    ] })
+    ] }
 });
 
 /// The upsert recording that `kafka`'s message changed the single view `single_view_type`
-/// (its configured type) at `identifier`, written at `now`.
+/// (its configured type) at `identifier`, written at `now`: the statement
+///
+/// ```text
+/// { q: { type, identifier },
+///   u: [{ $set: {
+///     changes: { $let: { vars: { old: OLD_CHANGES, fresh: { $literal: {
+///       state: "NEW", topic, partition, offset (string), key, timestamp, updatedAt: now } } },
+///       in: REFRESH_OR_APPEND } },
+///     createdAt: { $ifNull: ["$createdAt", { $literal: now }] },
+///     updatedAt: { $literal: now } } }],
+///   upsert: true }
+/// ```
+///
+/// encoded straight into BSON. Fails only when a key holds a NUL byte.
 pub fn projection_change_update(
     single_view_type: &str,
     identifier: &Document,
     kafka: &Source,
     now: DateTime,
-) -> ChangeUpsert {
-    let fresh = doc! {
-        "state": "NEW",
-        "topic": &kafka.topic,
-        "partition": kafka.partition,
-        "offset": kafka.offset.to_string(),
-        "key": kafka.key.clone(),
-        "timestamp": DateTime::from_millis(kafka.timestamp_ms),
-        "updatedAt": now,
+) -> Result<ChangeUpsert, EncodeError> {
+    use encode::{close, cstring, document, element, open, string_element};
+    let date = |key: &str, millis: i64, out: &mut Vec<u8>| -> Result<(), EncodeError> {
+        out.push(0x09);
+        cstring(key, out)?;
+        out.extend_from_slice(&millis.to_le_bytes());
+        Ok(())
     };
-    let changes = doc! {
-        "$let": {
-            "vars": { "old": OLD_CHANGES.clone(), "fresh": { "$literal": fresh } },
-            "in": REFRESH_OR_APPEND.clone(),
-        },
+    // `{key: {$literal: now}}`.
+    let literal_now = |key: &str, out: &mut Vec<u8>| -> Result<(), EncodeError> {
+        out.push(0x03);
+        cstring(key, out)?;
+        let literal = open(out);
+        date("$literal", now.timestamp_millis(), out)?;
+        close(literal, out)
     };
-    let set = doc! {
-        "changes": changes,
-        "createdAt": { "$ifNull": ["$createdAt", { "$literal": now }] },
-        "updatedAt": { "$literal": now },
+    let embedded = |key: &str, out: &mut Vec<u8>| -> Result<usize, EncodeError> {
+        out.push(0x03);
+        cstring(key, out)?;
+        Ok(open(out))
     };
-    ChangeUpsert {
-        filter: doc! { "type": single_view_type, "identifier": identifier.clone() },
-        pipeline: vec![doc! { "$set": set }],
-    }
+    let mut out = Vec::with_capacity(640);
+    let statement = open(&mut out);
+    let q = embedded("q", &mut out)?;
+    string_element("type", single_view_type, &mut out)?;
+    out.push(0x03);
+    cstring("identifier", &mut out)?;
+    document(identifier, &mut out)?;
+    close(q, &mut out)?;
+
+    out.push(0x04);
+    cstring("u", &mut out)?;
+    let u = open(&mut out);
+    let stage = embedded("0", &mut out)?;
+    let set = embedded("$set", &mut out)?;
+    let changes = embedded("changes", &mut out)?;
+    let let_ = embedded("$let", &mut out)?;
+    let vars = embedded("vars", &mut out)?;
+    out.push(0x03);
+    cstring("old", &mut out)?;
+    document(&OLD_CHANGES, &mut out)?;
+    let fresh = embedded("fresh", &mut out)?;
+    let literal = embedded("$literal", &mut out)?;
+    string_element("state", "NEW", &mut out)?;
+    string_element("topic", &kafka.topic, &mut out)?;
+    out.push(0x10);
+    cstring("partition", &mut out)?;
+    out.extend_from_slice(&kafka.partition.to_le_bytes());
+    string_element("offset", &kafka.offset.to_string(), &mut out)?;
+    element("key", &kafka.key, &mut out)?;
+    date("timestamp", kafka.timestamp_ms, &mut out)?;
+    date("updatedAt", now.timestamp_millis(), &mut out)?;
+    close(literal, &mut out)?;
+    close(fresh, &mut out)?;
+    close(vars, &mut out)?;
+    out.push(0x03);
+    cstring("in", &mut out)?;
+    document(&REFRESH_OR_APPEND, &mut out)?;
+    close(let_, &mut out)?;
+    close(changes, &mut out)?;
+    let created = embedded("createdAt", &mut out)?;
+    out.push(0x04);
+    cstring("$ifNull", &mut out)?;
+    let if_null = open(&mut out);
+    string_element("0", "$createdAt", &mut out)?;
+    literal_now("1", &mut out)?;
+    close(if_null, &mut out)?;
+    close(created, &mut out)?;
+    literal_now("updatedAt", &mut out)?;
+    close(set, &mut out)?;
+    close(stage, &mut out)?;
+    close(u, &mut out)?;
+    out.extend_from_slice(&[0x08, b'u', b'p', b's', b'e', b'r', b't', 0, 1]);
+    close(statement, &mut out)?;
+    let statement =
+        RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))?;
+    Ok(ChangeUpsert { statement })
 }
 
 /// Creates the unique index `type_identifier` on `{identifier: 1, type: 1}` and
@@ -196,8 +273,8 @@ async fn send(
     if upserts.is_empty() {
         return Ok(None);
     }
-    let statements = upserts.iter().map(|u| (&u.filter, u.pipeline.as_slice()));
-    let command = encode::pipeline_update_command(collection, statements).map_err(|source| {
+    let statements = upserts.iter().map(ChangeUpsert::statement);
+    let command = encode::ordered_update_command(collection, statements).map_err(|source| {
         ProjectionChangesError::Encode { collection: collection.to_string(), source }
     })?;
     let reply = db.run_raw_command(command).await.map_err(|source| {
@@ -259,7 +336,10 @@ fn duplicate_error(
 }
 
 fn statement_of(upserts: &[ChangeUpsert], index: usize) -> String {
-    upserts.get(index).map_or_else(|| "unknown".to_string(), |u| u.filter.to_string())
+    upserts
+        .get(index)
+        .and_then(ChangeUpsert::filter)
+        .map_or_else(|| "unknown".to_string(), |filter| filter.to_string())
 }
 
 #[cfg(test)]
@@ -273,19 +353,53 @@ mod tests {
         let kafka = source("t", 1, 55, Bson::Document(doc! { "order_id": "$O-1" }));
         let identifier = doc! { "customerId": customer };
         projection_change_update("sv_customers", &identifier, &kafka, DateTime::from_millis(T0))
+            .unwrap()
+    }
+
+    fn pipeline(upsert: &ChangeUpsert) -> Vec<Document> {
+        let statement = Document::try_from(upsert.statement()).unwrap();
+        let stages = statement.get_array("u").unwrap();
+        stages.iter().map(|s| s.as_document().unwrap().clone()).collect()
     }
 
     #[test]
     fn the_filter_is_type_and_identifier() {
         assert_eq!(
-            upsert("C-7").filter,
-            doc! { "type": "sv_customers", "identifier": { "customerId": "C-7" } }
+            upsert("C-7").filter(),
+            Some(doc! { "type": "sv_customers", "identifier": { "customerId": "C-7" } })
         );
     }
 
     #[test]
+    fn the_statement_is_the_documented_upsert_byte_for_byte() {
+        let kafka = source("t", 3, 9_000_000_000, Bson::String("k".into()));
+        let identifier = doc! { "b": 2_i64, "a": "x" };
+        let now = DateTime::from_millis(T0 + 7);
+        let fresh = doc! {
+            "state": "NEW", "topic": "t", "partition": 3, "offset": "9000000000", "key": "k",
+            "timestamp": DateTime::from_millis(T0), "updatedAt": now,
+        };
+        let expected = doc! {
+            "q": { "type": "sv_orders", "identifier": identifier.clone() },
+            "u": [{ "$set": {
+                "changes": { "$let": {
+                    "vars": { "old": OLD_CHANGES.clone(), "fresh": { "$literal": fresh } },
+                    "in": REFRESH_OR_APPEND.clone(),
+                } },
+                "createdAt": { "$ifNull": ["$createdAt", { "$literal": now }] },
+                "updatedAt": { "$literal": now },
+            } }],
+            "upsert": true,
+        };
+        let built = projection_change_update("sv_orders", &identifier, &kafka, now).unwrap();
+        assert_eq!(built.statement().as_bytes(), mongodb::bson::to_vec(&expected).unwrap());
+        let nul = doc! { "a\u{0}b": 1_i32 };
+        assert!(projection_change_update("sv", &nul, &kafka, now).is_err());
+    }
+
+    #[test]
     fn data_values_in_the_pipeline_are_literals() {
-        let pipeline = upsert("$C-7").pipeline;
+        let pipeline = pipeline(&upsert("$C-7"));
         let set = pipeline[0].get_document("$set").unwrap();
         let vars = set
             .get_document("changes")

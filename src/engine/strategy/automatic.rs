@@ -17,6 +17,7 @@ use mongodb::bson::{Bson, Document, doc};
 
 use super::condition::{compare, get_path, value_key};
 use super::{AutomaticStrategy, NamedCondition, Step};
+use crate::engine::encode;
 
 /// Source documents per `find` at most.
 const CHUNK: usize = 1000;
@@ -113,7 +114,8 @@ struct Walk<'a> {
     /// Step -> cursors waiting for it.
     pending: BTreeMap<usize, Vec<Cursor>>,
     found: Vec<Vec<SvIdentifier>>,
-    found_keys: Vec<HashSet<String>>,
+    /// Per start: [`identifier_key`] of the identifiers found.
+    found_keys: Vec<HashSet<Vec<u8>>>,
 }
 
 impl<'a> Walk<'a> {
@@ -166,8 +168,7 @@ impl<'a> Walk<'a> {
                 }
             };
         }
-        let key = format!("{}\u{0}{identifier}", route.single_view);
-        if self.found_keys[cursor.start].insert(key) {
+        if self.found_keys[cursor.start].insert(identifier_key(&route.single_view, &identifier)) {
             let single_view = route.single_view.clone();
             self.found[cursor.start].push(SvIdentifier { single_view, identifier });
         }
@@ -219,6 +220,21 @@ impl<'a> Walk<'a> {
         }
         index
     }
+}
+
+/// A single view and identifier as bytes, equal only for the same single view and the same
+/// identifier (fields, order and BSON types): the name, a NUL, the identifier's BSON (its
+/// extended JSON should it not encode, which needs a NUL in a key).
+fn identifier_key(single_view: &str, identifier: &Document) -> Vec<u8> {
+    let mut key = Vec::with_capacity(single_view.len() + 64);
+    key.extend_from_slice(single_view.as_bytes());
+    key.push(0);
+    let at = key.len();
+    if encode::document(identifier, &mut key).is_err() {
+        key.truncate(at);
+        key.extend_from_slice(identifier.to_string().as_bytes());
+    }
+    key
 }
 
 /// The distinct documents of `cursors`, in order.
@@ -449,6 +465,24 @@ mod tests {
         assert_eq!(walk.ready(), [0, 2]);
         walk.pending.remove(&0);
         assert_eq!(walk.ready(), [1, 2]);
+    }
+
+    #[test]
+    fn identifier_keys_tell_single_views_fields_order_and_types_apart() {
+        let key = |sv: &str, id: Document| identifier_key(sv, &id);
+        let c7 = doc! {"customerId": "C-7"};
+        assert_eq!(key("sv", c7.clone()), key("sv", c7.clone()));
+        assert_ne!(key("sv", c7.clone()), key("sv_other", c7.clone()));
+        assert_ne!(
+            key("sv", doc! {"a": 1_i32, "b": 2_i32}),
+            key("sv", doc! {"b": 2_i32, "a": 1_i32})
+        );
+        assert_ne!(key("sv", doc! {"a": 1_i32}), key("sv", doc! {"a": 1_i64}));
+        assert_ne!(key("sv", doc! {"a": 1_i32}), key("sv", doc! {"a": "1"}));
+        // A NUL in a key does not encode: the extended JSON tells it apart all the same.
+        let nul = doc! {"a\u{0}b": 1_i32};
+        assert_eq!(key("sv", nul.clone()), key("sv", nul.clone()));
+        assert_ne!(key("sv", nul), key("sv", doc! {"a\u{0}c": 1_i32}));
     }
 
     #[test]

@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use futures::TryStreamExt;
 use mongodb::Database;
-use mongodb::bson::{Bson, Document, doc};
+use mongodb::bson::raw::Error as RawError;
+use mongodb::bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
 
 use super::precheck::key_id;
 use super::{Outcome, Sent, WriterError};
@@ -57,6 +58,9 @@ pub(super) async fn read_before(
     if keys.is_empty() {
         return Ok(stored);
     }
+    // One reply for all of them (a key has one document at most): the default first batch of
+    // 101 documents would take a getMore per further 101.
+    let batch_size = u32::try_from(keys.len()).unwrap_or(u32::MAX);
     let filter = match &pk[..] {
         [single] => {
             let values: Vec<Bson> = keys.iter().filter_map(|k| k.get(*single).cloned()).collect();
@@ -66,9 +70,19 @@ pub(super) async fn read_before(
     };
     let error =
         |source| WriterError::ReadStored { collection: projection.collection.clone(), source };
-    let mut cursor =
-        db.collection::<Document>(&projection.collection).find(filter).await.map_err(error)?;
-    while let Some(doc) = cursor.try_next().await.map_err(error)? {
+    // Read as raw documents and converted element by element (cheaper than the driver's serde
+    // path into `Document`).
+    let mut cursor = db
+        .collection::<RawDocumentBuf>(&projection.collection)
+        .find(filter)
+        .batch_size(batch_size)
+        .await
+        .map_err(error)?;
+    while let Some(raw) = cursor.try_next().await.map_err(error)? {
+        let doc = Document::try_from(raw.as_ref()).map_err(|e| WriterError::Replay {
+            collection: projection.collection.clone(),
+            reason: e.to_string(),
+        })?;
         stored.insert(key_id(pk.iter().map(|f| doc.get(*f))), Arc::new(doc));
     }
     Ok(stored)
@@ -93,12 +107,13 @@ pub(super) fn replay(
                 Some(Images { change: Change::Delete, before, after: None })
             }
             (Statement::Upsert { update, .. }, Outcome::Inserted | Outcome::Updated) => {
-                let update =
-                    Document::try_from(update.as_ref()).map_err(|e| WriterError::Replay {
+                let after = apply(&key, before.as_deref(), update, sent).map_err(|e| {
+                    WriterError::Replay {
                         collection: projection.collection.clone(),
                         reason: e.to_string(),
-                    })?;
-                let after = Arc::new(apply(&key, before.as_deref(), &update, sent));
+                    }
+                })?;
+                let after = Arc::new(after);
                 let change = change_of(before.as_deref(), &after);
                 stored.insert(id, Arc::clone(&after));
                 Some(Images { change, before, after: Some(after) })
@@ -122,8 +137,14 @@ fn key_of(pk: &[&str], statement: &Statement) -> Document {
 }
 
 /// The document an upsert leaves: the stored one with `$set` applied, or (created) the new
-/// `_id`, the key, `$set` and `$setOnInsert`, as MongoDB builds an upserted document.
-fn apply(key: &Document, before: Option<&Document>, update: &Document, sent: &Sent) -> Document {
+/// `_id`, the key, `$set` and `$setOnInsert`, as MongoDB builds an upserted document. The
+/// encoded update is read in place: each value is decoded once, straight into the document.
+fn apply(
+    key: &Document,
+    before: Option<&Document>,
+    update: &RawDocument,
+    sent: &Sent,
+) -> Result<Document, RawError> {
     let created = sent.outcome == Outcome::Inserted || before.is_none();
     let mut after = match before {
         Some(doc) if !created => doc.clone(),
@@ -141,11 +162,13 @@ fn apply(key: &Document, before: Option<&Document>, update: &Document, sent: &Se
         operators.push("$setOnInsert");
     }
     for operator in operators {
-        for (path, value) in update.get_document(operator).into_iter().flatten() {
-            set_path(&mut after, path, value.clone());
+        let Ok(fields) = update.get_document(operator) else { continue };
+        for field in fields {
+            let (path, value) = field?;
+            set_path(&mut after, path, Bson::try_from(value)?);
         }
     }
-    after
+    Ok(after)
 }
 
 /// `$set` of one (possibly dotted) path.
