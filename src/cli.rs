@@ -52,11 +52,15 @@ pub enum Command {
         dir: PathBuf,
     },
     /// Print the CustomResourceDefinitions generated from the Rust types (both kinds, as one
-    /// YAML stream), or write one file per CRD into a directory.
+    /// YAML stream), or write one file per CRD into a directory, or print their Markdown
+    /// reference.
     Crd {
         /// Write `<crd name>.yaml` files here instead of printing.
-        #[arg(long, value_name = "DIR")]
+        #[arg(long, value_name = "DIR", conflicts_with = "reference")]
         out_dir: Option<PathBuf>,
+        /// Print the resource reference (Markdown, `docs/reference.md`) instead of the CRDs.
+        #[arg(long)]
+        reference: bool,
     },
 }
 
@@ -103,7 +107,8 @@ impl Cli {
         match self.command {
             Command::Check { config } => check(&config),
             Command::Engine { config } => engine(&config),
-            Command::Crd { out_dir } => crd(out_dir.as_deref()),
+            Command::Crd { reference: true, .. } => reference(),
+            Command::Crd { out_dir, reference: false } => crd(out_dir.as_deref()),
             Command::Operator(args) => operator(args),
             Command::LocalWorkers { namespace, name, dir } => {
                 local_workers(&namespace, &name, &dir)
@@ -181,6 +186,19 @@ fn local_workers(namespace: &str, name: &str, dir: &std::path::Path) -> ExitCode
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "local workers failed");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn reference() -> ExitCode {
+    match crate::api::reference::markdown() {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("cannot render the reference: {e}");
             ExitCode::FAILURE
         }
     }

@@ -1,8 +1,10 @@
 //! The custom resources (API group `rtu.fastdata.dev`, version `v1alpha1`): `SystemOfRecord`
-//! and `RealTimeUpdater`, and the CRDs generated from them (`rtu crd`, committed in `crds/`).
+//! and `RealTimeUpdater`, the CRDs generated from them (`rtu crd`, committed in `crds/`) and
+//! their Markdown reference (`rtu crd --reference`, committed as `docs/reference.md`).
 
 mod common;
 mod realtime_updater;
+pub mod reference;
 mod system_of_record;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
