@@ -13,16 +13,18 @@
 #   scripts/build-image.sh                  # -> dist/rtu-operator-<version>.oci.tar
 #   scripts/build-image.sh --out FILE       # the archive elsewhere
 #   scripts/build-image.sh --rootfs DIR     # only the root filesystem, into DIR (empty or new)
+#   scripts/build-image.sh --no-build       # the release binary already built, as it is
 # Load it elsewhere: skopeo copy oci-archive:FILE docker-daemon:rtu-operator:<version>
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-out="" rootfs_only=""
+out="" rootfs_only="" build=1
 while [[ $# -gt 0 ]]; do
   case $1 in
     --out) out=$2; shift 2 ;;
     --rootfs) rootfs_only=$2; shift 2 ;;
+    --no-build) build=0; shift ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "build-image.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -33,7 +35,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${RTU_TESTENV_CACHE:-$HOME/.cache/rt
 NONROOT=65532
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
-cargo build --release --locked --bin rtu
+if [[ $build == 1 ]]; then
+  cargo build --release --locked --bin rtu
+fi
 bin=$CARGO_TARGET_DIR/release/rtu
 version=$("$bin" --version | awk '{print $2}')
 
