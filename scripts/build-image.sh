@@ -35,10 +35,16 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${RTU_TESTENV_CACHE:-$HOME/.cache/rt
 NONROOT=65532
 CA_BUNDLE=/etc/ssl/certs/ca-certificates.crt
 
-if [[ $build == 1 ]]; then
-  cargo build --release --locked --bin rtu
+# RTU_IMAGE_BINARY: package this binary instead (the tests use the debug build they already
+# have, so CI does not build a release binary only to check the image's layout).
+if [[ -n ${RTU_IMAGE_BINARY:-} ]]; then
+  bin=$RTU_IMAGE_BINARY
+else
+  if [[ $build == 1 ]]; then
+    cargo build --release --locked --bin rtu
+  fi
+  bin=$CARGO_TARGET_DIR/release/rtu
 fi
-bin=$CARGO_TARGET_DIR/release/rtu
 version=$("$bin" --version | awk '{print $2}')
 
 if [[ -n $rootfs_only ]]; then

@@ -1,4 +1,4 @@
-//! The container image: `scripts/build-image.sh` builds the OCI archive (release build, cached),
+//! The container image: `scripts/build-image.sh` builds the OCI archive (around this test's own `rtu`),
 //! which is unpacked as a runtime does (index.json → manifest → config + layer, every digest
 //! checked) and `rtu --version` / `rtu crd` run from the image's root filesystem with the
 //! image's own dynamic loader and libraries. The Dockerfile is checked to build the same image.
@@ -92,6 +92,9 @@ fn build_archive(out: &Path, extra: &[&str]) -> String {
         .arg("--out")
         .arg(out)
         .env("CARGO_TARGET_DIR", target_dir())
+        // The binary this test target was built with (debug): the image's layout, loader and
+        // libraries are what is checked here; a release build would only make CI slower.
+        .env("RTU_IMAGE_BINARY", env!("CARGO_BIN_EXE_rtu"))
         .current_dir(repo()));
     stdout(&output)
 }
