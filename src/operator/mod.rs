@@ -147,7 +147,6 @@ where
             }
             None::<()>
         })
-        .chain(futures::stream::once(async {}))
         .boxed();
     futures::stream::select(controller, statuses).boxed()
 }

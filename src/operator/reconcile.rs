@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
@@ -136,7 +136,15 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
             let ready = previous.conditions.iter().find(|c| c.type_ == "Ready");
             if ready.is_none_or(|c| c.reason != reason || c.message != message) {
                 warn!(rtu = %format!("{namespace}/{name}"), %reason, %message, "refused");
-                publish(ctx, rtu, EventType::Warning, reason, "Validate", message.clone()).await;
+                publish(
+                    ctx,
+                    &rtu.object_ref(&()),
+                    EventType::Warning,
+                    reason,
+                    "Validate",
+                    message.clone(),
+                )
+                .await;
             }
             write_status(ctx, rtu, &previous, &Outcome::Invalid { reason, message }).await?;
             return Ok(Action::await_change());
@@ -146,7 +154,15 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
     let deployment = match apply_children(ctx, &namespace, &name, &children).await {
         Ok(d) => d,
         Err(e) => {
-            publish(ctx, rtu, EventType::Warning, e.reason(), "Apply", e.to_string()).await;
+            publish(
+                ctx,
+                &rtu.object_ref(&()),
+                EventType::Warning,
+                e.reason(),
+                "Apply",
+                e.to_string(),
+            )
+            .await;
             write_status(ctx, rtu, &previous, &Outcome::Failed { message: e.to_string() }).await?;
             return Err(e);
         }
@@ -157,7 +173,8 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
             None => format!("config {}: workers created", validated.config_hash),
         };
         info!(rtu = %format!("{namespace}/{name}"), %message, "applied");
-        publish(ctx, rtu, EventType::Normal, "ConfigApplied", "Apply", message).await;
+        publish(ctx, &rtu.object_ref(&()), EventType::Normal, "ConfigApplied", "Apply", message)
+            .await;
     }
     let outcome = Outcome::Applied {
         workers: deployment_workers(&deployment, validated.replicas),
@@ -179,7 +196,7 @@ async fn undecodable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, R
     };
     let message = format!("the resource does not decode: {}", invalid.error);
     warn!(rtu = %format!("{namespace}/{name}"), %message, "refused");
-    let reference = k8s_openapi::api::core::v1::ObjectReference {
+    let reference = ObjectReference {
         api_version: Some(format!("{}/v1alpha1", crate::api::GROUP)),
         kind: Some("RealTimeUpdater".into()),
         name: Some(name.clone()),
@@ -187,16 +204,7 @@ async fn undecodable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, R
         uid: meta.uid.clone(),
         ..Default::default()
     };
-    let event = Event {
-        type_: EventType::Warning,
-        reason: "InvalidSpec".into(),
-        note: Some(truncate(&message)),
-        action: "Decode".into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        warn!(error = %e, "cannot publish an Event");
-    }
+    publish(ctx, &reference, EventType::Warning, "InvalidSpec", "Decode", message.clone()).await;
     let status = status::next(
         &RealTimeUpdaterStatus::default(),
         meta.generation,
@@ -227,9 +235,8 @@ async fn apply_children(
         apply(ctx, namespace, pdb).await?;
         pdbs.push(pdb.name_any());
     }
-    delete_orphans::<ConfigMap>(ctx, namespace, name, &[children.config_map.name_any()]).await?;
-    delete_orphans::<Deployment>(ctx, namespace, name, &[children.deployment.name_any()]).await?;
-    delete_orphans::<Service>(ctx, namespace, name, &[children.service.name_any()]).await?;
+    // The ConfigMap, Deployment and Service are always built, under names derived from the
+    // (immutable) updater name, so only a PodDisruptionBudget can be left over (disabled).
     delete_orphans::<PodDisruptionBudget>(ctx, namespace, name, &pdbs).await?;
     Ok(deployment)
 }
@@ -342,7 +349,7 @@ async fn write_status(
 
 async fn publish(
     ctx: &Context,
-    rtu: &RealTimeUpdater,
+    regarding: &ObjectReference,
     type_: EventType,
     reason: &str,
     action: &str,
@@ -355,7 +362,7 @@ async fn publish(
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, &rtu.object_ref(&())).await {
+    if let Err(e) = ctx.recorder.publish(&event, regarding).await {
         warn!(error = %e, "cannot publish an Event");
     }
 }
