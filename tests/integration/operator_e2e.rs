@@ -12,7 +12,7 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use mongodb::bson::{Document, doc};
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
 use rtu_operator::operator::local::{LocalPod, start_pods};
@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::support::engine::{event, produce};
 use crate::support::kafka::{create_topic, read_topic};
-use crate::support::operator::Operator;
+use crate::support::operator::{Operator, create};
 use crate::support::{env, eventually, kube as k, mongodb as m, unique_name};
 
 const WAIT: Duration = Duration::from_secs(90);
@@ -67,16 +67,11 @@ async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() 
     std::fs::create_dir_all(&dir).unwrap();
     let operator = Operator::start(&client, &ns).await;
 
-    let secret: Secret = serde_json::from_value(json!({
+    create::<Secret>(&client, &ns, json!({
         "metadata": { "name": "mongo" }, "stringData": { "uri": env().var("RTU_TEST_MONGODB_URI") }
     }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let sor: SystemOfRecord = serde_json::from_value(json!({
-        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "SystemOfRecord",
+    .await;
+    create::<SystemOfRecord>(&client, &ns, json!({
         "metadata": { "name": "crm" },
         "spec": {
             "kafka": { "bootstrapServers": env().var("RTU_TEST_KAFKA_BOOTSTRAP") },
@@ -88,20 +83,18 @@ async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() 
                 { "name": "age", "type": "Number" } ] } ]
         }
     }))
-    .unwrap();
-    Api::<SystemOfRecord>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &sor)
-        .await
-        .unwrap();
-    let rtu: RealTimeUpdater = serde_json::from_value(json!({
-        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "RealTimeUpdater",
-        "metadata": { "name": "customers" },
-        "spec": { "systemOfRecordRef": { "name": "crm" }, "replicas": 2,
-                  "worker": { "tuning": { "maxBatchWaitMs": 100, "commitIntervalMs": 200 } } }
-    }))
-    .unwrap();
+    .await;
+    create::<RealTimeUpdater>(
+        &client,
+        &ns,
+        json!({
+            "metadata": { "name": "customers" },
+            "spec": { "systemOfRecordRef": { "name": "crm" }, "replicas": 2,
+                      "worker": { "tuning": { "maxBatchWaitMs": 100, "commitIntervalMs": 200 } } }
+        }),
+    )
+    .await;
     let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &ns);
-    rtus.create(&PostParams::default(), &rtu).await.unwrap();
 
     let d = deployment_with_status_hash(&client, &ns, "customers").await;
     let pods = run_pods(&client, &ns, &d, &dir).await;

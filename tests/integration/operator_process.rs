@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, Patch, PatchParams};
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
 use serde_json::json;
 
 use crate::support::engine::{http_get, metric, signal_pid};
-use crate::support::operator::install_crds;
+use crate::support::operator::{create, install_crds};
 use crate::support::{env, eventually, kube as k, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -72,36 +72,37 @@ async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
     let roles = [role(&a), role(&b)];
     assert_eq!(roles.iter().filter(|r| r.as_deref() == Some("leader")).count(), 1, "{roles:?}");
 
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": { "name": "mongo" }, "stringData": { "uri": "mongodb://mongo:27017" }
-    }))
-    .unwrap();
-    Api::<Secret>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &secret)
-        .await
-        .unwrap();
-    let sor: SystemOfRecord = serde_json::from_value(json!({
-        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "SystemOfRecord", "metadata": { "name": "crm" },
-        "spec": {
-            "kafka": { "bootstrapServers": "kafka:9092" },
-            "mongodb": { "uriSecretRef": { "name": "mongo", "key": "uri" }, "database": "crm" },
-            "adapter": { "type": "debezium" },
-            "projections": [ { "name": "pr_customers", "topics": ["crm.customers"], "fields": [
-                { "name": "customer_id", "type": "String", "primaryKey": true } ] } ]
-        }
-    }))
-    .unwrap();
-    Api::<SystemOfRecord>::namespaced(client.clone(), &ns)
-        .create(&PostParams::default(), &sor)
-        .await
-        .unwrap();
-    let rtu: RealTimeUpdater = serde_json::from_value(json!({
-        "apiVersion": "rtu.fastdata.dev/v1alpha1", "kind": "RealTimeUpdater", "metadata": { "name": "rtu" },
-        "spec": { "systemOfRecordRef": { "name": "crm" } }
-    }))
-    .unwrap();
+    create::<Secret>(
+        &client,
+        &ns,
+        json!({
+            "metadata": { "name": "mongo" }, "stringData": { "uri": "mongodb://mongo:27017" }
+        }),
+    )
+    .await;
+    create::<SystemOfRecord>(
+        &client,
+        &ns,
+        json!({ "metadata": { "name": "crm" },
+            "spec": {
+                "kafka": { "bootstrapServers": "kafka:9092" },
+                "mongodb": { "uriSecretRef": { "name": "mongo", "key": "uri" }, "database": "crm" },
+                "adapter": { "type": "debezium" },
+                "projections": [ { "name": "pr_customers", "topics": ["crm.customers"], "fields": [
+                    { "name": "customer_id", "type": "String", "primaryKey": true } ] } ]
+            }
+        }),
+    )
+    .await;
+    create::<RealTimeUpdater>(
+        &client,
+        &ns,
+        json!({ "metadata": { "name": "rtu" },
+            "spec": { "systemOfRecordRef": { "name": "crm" } }
+        }),
+    )
+    .await;
     let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &ns);
-    rtus.create(&PostParams::default(), &rtu).await.unwrap();
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
     let replicas_of = |n: i32| {
         let deployments = deployments.clone();

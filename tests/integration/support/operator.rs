@@ -93,3 +93,23 @@ impl Drop for Operator {
         }
     }
 }
+
+/// Creates a namespaced object of kind `K` from its JSON (apiVersion and kind are filled in).
+pub async fn create<K>(client: &Client, ns: &str, object: serde_json::Value) -> K
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
+    let mut object = object;
+    object["apiVersion"] = K::api_version(&()).into();
+    object["kind"] = K::kind(&()).into();
+    let value: K =
+        serde_json::from_value(object).unwrap_or_else(|e| panic!("a {}: {e}", K::kind(&())));
+    Api::<K>::namespaced(client.clone(), ns)
+        .create(&kube::api::PostParams::default(), &value)
+        .await
+        .unwrap_or_else(|e| panic!("creating a {} in {ns}: {e}", K::kind(&())))
+}
