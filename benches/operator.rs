@@ -162,6 +162,37 @@ async fn follow<K>(
     }
 }
 
+/// Sends `write` for every `(name, SystemOfRecord, projection)`, `in_flight` at a time, and
+/// waits for each reaction: the time to send them all, the time from the first write to the
+/// last reaction, and each write's reaction time.
+async fn burst<'a, F, Fut>(
+    w: &Watches,
+    names: &'a [(String, String, String)],
+    in_flight: usize,
+    write: F,
+) -> (Duration, Duration, Stats)
+where
+    F: Fn(&'a (String, String, String)) -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    let start = Instant::now();
+    let sent: Vec<(Instant, String, i64)> = futures::stream::iter(names.iter())
+        .map(|target| {
+            let sent = Instant::now();
+            let written = write(target);
+            async move { (sent, target.0.clone(), written.await) }
+        })
+        .buffer_unordered(in_flight)
+        .collect()
+        .await;
+    let writes = start.elapsed();
+    let targets: Vec<(String, i64)> = sent.iter().map(|(_, n, g)| (n.clone(), *g)).collect();
+    let at = w.reacted(&targets).await;
+    let all = at.iter().max().unwrap().duration_since(start);
+    let each = at.iter().zip(&sent).map(|(a, (s, _, _))| a.saturating_duration_since(*s)).collect();
+    (writes, all, Stats::of(each))
+}
+
 /// p50 / p99 / max of durations, nearest rank.
 struct Stats {
     p50: Duration,
@@ -489,26 +520,11 @@ async fn main() {
         })
         .collect();
     let before = reconciles(&telemetry).0;
-    let burst = Instant::now();
-    let sent: Vec<(Instant, String, i64)> = futures::stream::iter(names.iter())
-        .map(|(name, sor, projection)| {
-            let api = &api;
-            async move {
-                let sent = Instant::now();
-                (sent, name.clone(), create_rtu(api, name, sor, projection).await)
-            }
-        })
-        .buffer_unordered(in_flight)
-        .collect()
-        .await;
-    let writes = burst.elapsed();
-    let targets: Vec<(String, i64)> = sent.iter().map(|(_, n, g)| (n.clone(), *g)).collect();
-    let at = w.reacted(&targets).await;
-    let all = at.iter().max().unwrap().duration_since(burst);
+    let (writes, all, created) = burst(&w, &names, in_flight, |(name, sor, projection)| {
+        create_rtu(&api, name, sor, projection)
+    })
+    .await;
     let first_reconciles = reconciles(&telemetry).0 - before;
-    let created = Stats::of(
-        at.iter().zip(&sent).map(|(a, (s, _, _))| a.saturating_duration_since(*s)).collect(),
-    );
     let settled = settle(&telemetry, Duration::from_secs(1)).await;
     println!(
         "(2) {rtus} RTUs created in a burst ({:.2} s to send): all reconciled {:.2} s after the first create  [{first_reconciles} reconciles, {settled} more until quiet]",
@@ -519,26 +535,9 @@ async fn main() {
 
     // (3) ... and each edited once, in a burst.
     let before = reconciles(&telemetry).0;
-    let burst = Instant::now();
-    let sent: Vec<(Instant, String, i64)> = futures::stream::iter(names.iter())
-        .map(|(name, _, _)| {
-            let api = &api;
-            async move {
-                let sent = Instant::now();
-                (sent, name.clone(), edit_rtu(api, name, 5000).await)
-            }
-        })
-        .buffer_unordered(in_flight)
-        .collect()
-        .await;
-    let writes = burst.elapsed();
-    let targets: Vec<(String, i64)> = sent.iter().map(|(_, n, g)| (n.clone(), *g)).collect();
-    let at = w.reacted(&targets).await;
-    let all = at.iter().max().unwrap().duration_since(burst);
+    let (writes, all, many) =
+        burst(&w, &names, in_flight, |(name, _, _)| edit_rtu(&api, name, 5000)).await;
     let edit_reconciles = reconciles(&telemetry).0 - before;
-    let many = Stats::of(
-        at.iter().zip(&sent).map(|(a, (s, _, _))| a.saturating_duration_since(*s)).collect(),
-    );
     println!(
         "(3) {rtus} RTUs edited in a burst ({:.2} s to send): all applied {:.2} s after the first edit  [{edit_reconciles} reconciles]",
         writes.as_secs_f64(),

@@ -19,23 +19,9 @@ const ENTRYPOINT: &str = "/usr/local/bin/rtu";
 const LOADER: &str = "lib64/ld-linux-x86-64.so.2";
 const LIB_DIRS: [&str; 2] = ["lib/x86_64-linux-gnu", "usr/lib/x86_64-linux-gnu"];
 
-/// A scratch directory removed at the end of the test.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("rtu-image-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -230,7 +216,7 @@ fn rtu_in_image(rootfs: &Path, args: &[&str]) -> Output {
 
 #[test]
 fn the_image_archive_runs_rtu_from_its_own_root_filesystem() {
-    let scratch = Scratch::new("oci");
+    let scratch = Scratch::new("image-oci");
     let started = Instant::now();
     let archive = scratch.0.join("rtu-operator.oci.tar");
     let report = build_archive(&archive, &[]);

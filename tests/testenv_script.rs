@@ -8,23 +8,9 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A scratch directory removed at the end of the test.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("rtu-testenv-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+#[path = "common/scratch.rs"]
+mod scratch;
+use scratch::Scratch;
 
 fn script() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testenv")
@@ -54,7 +40,7 @@ fn processes_under(dir: &Path) -> String {
 
 #[test]
 fn a_server_that_exits_is_named_with_its_log_and_last_lines() {
-    let scratch = Scratch::new("exit");
+    let scratch = Scratch::new("testenv-exit");
     let run = scratch.0.join("run");
     let mongod = fake_mongod(&scratch.0, "echo 'fake mongod: cannot open data directory'; exit 3");
     let out = testenv(&run, &mongod, &["up", "mongodb"]);
@@ -74,7 +60,7 @@ fn a_server_that_exits_is_named_with_its_log_and_last_lines() {
 
 #[test]
 fn a_server_that_never_gets_ready_times_out_and_is_stopped() {
-    let scratch = Scratch::new("hang");
+    let scratch = Scratch::new("testenv-hang");
     let run = scratch.0.join("run");
     let mongod =
         fake_mongod(&scratch.0, "echo 'fake mongod: waiting forever'; while :; do sleep 0.2; done");
