@@ -246,10 +246,10 @@ fn engine(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let engine = crate::engine::consumer::Engine::connect(config).await?;
-        engine.run(crate::telemetry::shutdown_signal()).await
-    });
+    let result = runtime.block_on(crate::engine::consumer::Engine::serve(
+        config,
+        crate::telemetry::shutdown_signal(),
+    ));
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -67,6 +67,20 @@ pub enum EngineError {
     Outputs(Box<AnnounceError>),
 }
 
+impl EngineError {
+    /// A configuration error of SPEC §6: the config names something that does not load
+    /// (a function file, a strategy schema, an unknown cast), which no retry can fix.
+    pub fn is_configuration(&self) -> bool {
+        match self {
+            EngineError::BuildProjection(_) | EngineError::LoadFunctions(_) => true,
+            EngineError::Outputs(e) => {
+                matches!(**e, AnnounceError::LoadSchemas(_) | AnnounceError::LoadFunctions(_))
+            }
+            _ => false,
+        }
+    }
+}
+
 /// A projection with its adapter.
 struct Target {
     /// The projection's name (metrics, dead-letter headers).
@@ -206,12 +220,37 @@ fn skip_reason(skip: Skip) -> &'static str {
 }
 
 impl Engine {
-    /// Starts the health and metrics server, builds the projections and creates the MongoDB
-    /// client and the Kafka clients. Nothing is consumed before [`Engine::run`].
-    pub async fn connect(config: EngineConfig) -> Result<Self, EngineError> {
+    /// Starts the health and metrics server, builds the projections, creates the MongoDB and
+    /// Kafka clients, then consumes until `shutdown` completes ([`Engine::run`]). A configuration error (SPEC §6: a function file or schema that does not
+    /// load, a projection that cannot be built) is not a reason to exit, which would only
+    /// crash-loop the pod: the engine consumes nothing, stays alive with `/healthz` OK and
+    /// `/readyz` naming the error, and returns `Ok` at shutdown.
+    pub async fn serve(
+        config: EngineConfig,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), EngineError> {
         let telemetry =
             Telemetry::new(Duration::from_millis(u64::from(config.tuning.unhealthy_after_ms)));
         telemetry.serve(&config.telemetry.host, config.telemetry.port).await?;
+        match Self::assemble(config, Arc::clone(&telemetry)).await {
+            Ok(engine) => engine.run(shutdown).await,
+            Err(e) if e.is_configuration() => {
+                error!(error = %e, "configuration error: not consuming until the config is fixed");
+                telemetry.health.set_problem(Some(format!("configuration error: {e}")));
+                shutdown.await;
+                info!("shutting down (nothing was consumed)");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Builds the projections, loads the functions and creates the clients, reporting to
+    /// `telemetry` (already serving).
+    async fn assemble(
+        config: EngineConfig,
+        telemetry: Arc<Telemetry>,
+    ) -> Result<Self, EngineError> {
         let mut targets = Vec::new();
         let mut by_topic = HashMap::new();
         let casts = functions::load_casts(&config).map_err(EngineError::LoadFunctions)?;

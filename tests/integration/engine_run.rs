@@ -208,3 +208,37 @@ async fn without_ensure_indexes_the_engine_waits_for_the_primary_key_index() {
     assert!(signal_and_wait(&mut engine, "TERM").success());
     setup.finish().await;
 }
+
+#[tokio::test]
+async fn a_function_file_that_does_not_load_keeps_the_engine_alive_not_ready_and_idle() {
+    // SPEC §6, configuration class: no consumption, alive, not ready with the reason, and no
+    // exit (which would crash-loop the pod).
+    let dir = std::env::temp_dir().join(crate::support::unique_name("engine-badfn"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let broken = dir.join("broken.js");
+    std::fs::write(&broken, "module.exports = function (logger) { return async (doc => [] }\n")
+        .unwrap();
+    let extra = format!(
+        "outputs:\n  singleViewTrigger: {{ topic: \"badfn-{{singleView}}\" }}\n  strategies:\n    custom:\n      pr_customers: {{ sv_customers: broken }}\nfunctions:\n  files: {{ broken: {} }}\n",
+        broken.display()
+    );
+    let setup = Setup::with("engine-badfn", Options { extra, ..Options::default() }).await;
+    produce(&setup.topic, &[event("C-1", 0, false)]).await;
+    let mut engine = setup.start("badfn");
+    let body = eventually("/readyz to name the broken file", Duration::from_secs(30), || {
+        let engine = &engine;
+        async move {
+            let (status, body) = engine.get("/readyz").await;
+            (status == 503 && body.contains("configuration error")).then_some(body)
+        }
+    })
+    .await;
+    assert!(body.contains("broken.js"), "{body}");
+    assert_eq!(engine.get("/healthz").await.0, 200);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(engine.alive(), "exited on a configuration error:\n{}", engine.log_text());
+    assert!(setup.documents().await.is_empty(), "consumed with a broken function file");
+    assert_eq!(setup.offsets(1)[0].0, None, "committed with a broken function file");
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
