@@ -22,6 +22,7 @@ use crate::config::{
     ReadProjection, SaslConfig, SaslMechanism, SecretSource, SingleViewTrigger, Strategies,
     Telemetry,
 };
+use crate::engine::script::ScriptError;
 
 /// Where the engine ConfigMap is mounted in the worker container.
 pub const CONFIG_DIR: &str = "/etc/rtu";
@@ -190,6 +191,7 @@ pub fn validate(
     }
     if errors.is_empty() {
         errors.extend(check_schemas(&engine, &files, sor));
+        errors.extend(check_functions(&engine, &files, sor));
     }
     if !errors.is_empty() {
         return Err(Invalid(errors));
@@ -616,6 +618,41 @@ fn check_schemas(
             invalid(
                 &format!("SystemOfRecord {}: spec.{field}{at}", sor.name_any()),
                 format!("{pointer}{}", e.message),
+            )
+        })
+        .collect()
+}
+
+/// The JavaScript functions the engine config names, loaded from the texts about to be
+/// rendered as the engine will load them at start (syntax, export, top-level errors), so a
+/// broken function is refused here instead of leaving the workers not ready.
+fn check_functions(
+    engine: &EngineConfig,
+    files: &BTreeMap<String, String>,
+    sor: &SystemOfRecord,
+) -> Vec<FieldError> {
+    let Some(r) = &sor.spec.custom_functions_ref else { return Vec::new() };
+    let read = |name: &str, path: &str| {
+        let file = path.strip_prefix(CONFIG_DIR).unwrap_or(path).trim_start_matches('/');
+        let label = format!("{}/{}", r.name, file.strip_prefix("function-").unwrap_or(file));
+        match files.get(file) {
+            Some(text) => Ok((label, text.clone())),
+            None => Err(ScriptError::Read {
+                file: label.into(),
+                source: std::io::Error::new(std::io::ErrorKind::NotFound, format!("no {name}")),
+            }),
+        }
+    };
+    crate::engine::functions::check_texts(engine, &read)
+        .into_iter()
+        .map(|message| {
+            invalid(
+                &format!(
+                    "SystemOfRecord {}: spec.customFunctionsRef (ConfigMap {})",
+                    sor.name_any(),
+                    r.name
+                ),
+                message,
             )
         })
         .collect()

@@ -415,6 +415,23 @@ fn every_refusal_names_its_field_path_and_reason() {
             )],
         },
         Refusal {
+            name: "a custom function that does not load",
+            rtu: json!({}),
+            sor: json!({}),
+            refs: |r| {
+                let js = "module.exports = function svOrders(a b) { return [] }\n";
+                r.config_maps
+                    .get_mut("crm-functions")
+                    .unwrap()
+                    .insert("svOrders.js".into(), js.into());
+            },
+            errors: &[(
+                InvalidSpec,
+                "SystemOfRecord crm: spec.customFunctionsRef (ConfigMap crm-functions)",
+                "functions (strategies): crm-functions/svOrders.js:1: syntax error",
+            )],
+        },
+        Refusal {
             name: "every missing reference, not only the first",
             rtu: json!({}),
             sor: json!({}),
@@ -807,6 +824,7 @@ fn the_config_hash_moves_with_content_not_metadata() {
     fn secret(refs: &mut Dereferenced, name: &str, key: &str, value: &str) {
         refs.secrets.get_mut(name).unwrap().insert(key.into(), ByteString(value.into()));
     }
+    const OTHER_JS: &str = "module.exports = function other() { return async () => [] }";
     fn config_map(refs: &mut Dereferenced, name: &str, key: &str, value: &str) {
         refs.config_maps.get_mut(name).unwrap().insert(key.into(), value.into());
     }
@@ -824,8 +842,12 @@ fn the_config_hash_moves_with_content_not_metadata() {
             },
             true,
         ),
-        ("a custom function", |_, d| config_map(d, "crm-functions", "svOrders.js", "x"), true),
-        ("a new custom function", |_, d| config_map(d, "crm-functions", "svNew.js", "x"), true),
+        ("a custom function", |_, d| config_map(d, "crm-functions", "svOrders.js", OTHER_JS), true),
+        (
+            "a new custom function",
+            |_, d| config_map(d, "crm-functions", "svNew.js", OTHER_JS),
+            true,
+        ),
         ("a spec field (tuning)", |r, _| r.spec.worker.tuning.max_batch_messages = 500, true),
         (
             "a spec field (error policy)",
