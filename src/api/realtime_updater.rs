@@ -226,7 +226,9 @@ pub struct StrategiesSpec {
     /// of the SystemOfRecord's `customFunctionsRef`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub custom: BTreeMap<String, BTreeMap<String, String>>,
-    /// Longest run of one strategy for one batch, in ms.
+    /// Longest run of one strategy for one batch, in ms. Beyond it the batch is retried; after
+    /// 3 attempts the strategy runs message by message, and a message that still runs past it
+    /// alone is a `STRATEGY_TIMEOUT` message error, handled by `errorPolicy`.
     #[serde(default = "StrategiesSpec::default_max_exec_time_ms")]
     #[schemars(range(min = 1, max = 600000))]
     pub max_exec_time_ms: u32,

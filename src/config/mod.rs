@@ -143,7 +143,8 @@ pub struct Strategies {
     #[serde(default)]
     pub custom: BTreeMap<String, BTreeMap<String, String>>,
     /// Longest run of one strategy for one batch, in ms; beyond it the batch is retried, and
-    /// after 3 attempts the message is a `STRATEGY_TIMEOUT` error.
+    /// after 3 attempts the strategy runs message by message: a message that still runs past
+    /// it alone is a `STRATEGY_TIMEOUT` message error (handled by `errorPolicy`).
     #[serde(default = "Strategies::default_max_exec_time_ms")]
     pub max_exec_time_ms: u32,
 }

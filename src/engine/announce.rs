@@ -9,15 +9,18 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::StreamExt;
 use mongodb::Database;
 use mongodb::bson::{DateTime, Document};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::time::Instant;
+use tracing::warn;
 
 use crate::config::{EngineConfig, ReadProjection, SecretError, function_name};
 use crate::engine::encode;
@@ -101,8 +104,11 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// Attempts a JavaScript strategy may time out for one message before it fails it.
+/// Attempts a strategy may time out for one message before it fails it (SPEC §6).
 const TIMEOUT_ATTEMPTS: u32 = 3;
+
+/// Automatic-strategy runs in flight while it runs message by message.
+const ALONE_IN_FLIGHT: usize = 4;
 
 /// The outputs of one engine.
 pub struct Announcer {
@@ -122,6 +128,8 @@ pub struct Announcer {
     writes_in_flight: usize,
     /// JavaScript strategy timeouts per message (topic, partition, offset).
     timeouts: Mutex<HashMap<(String, i32, i64), u32>>,
+    /// Consecutive timeouts of the automatic strategy on a whole batch.
+    automatic_timeouts: AtomicU32,
     telemetry: Arc<Telemetry>,
 }
 
@@ -174,6 +182,7 @@ impl Announcer {
             max_exec,
             writes_in_flight: config.tuning.writes_in_flight as usize,
             timeouts: Mutex::new(HashMap::new()),
+            automatic_timeouts: AtomicU32::new(0),
             telemetry,
         }))
     }
@@ -256,8 +265,8 @@ impl Announcer {
         if !applied.iter().any(|a| self.runs_strategies_for(a.projection)) {
             return Ok((found, Vec::new()));
         }
-        self.automatic_identifiers(applied, &mut found).await?;
-        let failures = self.custom_identifiers(applied, &mut found).await?;
+        let mut failures = self.automatic_identifiers(applied, &mut found).await?;
+        failures.extend(self.custom_identifiers(applied, &mut found).await?);
         dedupe_per_message(applied, &mut found);
         Ok((found, failures))
     }
@@ -266,8 +275,8 @@ impl Announcer {
         &self,
         applied: &[Applied<'_>],
         found: &mut [Vec<SvIdentifier>],
-    ) -> Result<(), AnnounceError> {
-        let Some(automatic) = &self.automatic else { return Ok(()) };
+    ) -> Result<Vec<Failure>, AnnounceError> {
+        let Some(automatic) = &self.automatic else { return Ok(Vec::new()) };
         let mut starts = Vec::new();
         let mut owners = Vec::new();
         for (i, a) in applied.iter().enumerate() {
@@ -281,21 +290,77 @@ impl Announcer {
             }
         }
         if starts.is_empty() {
-            return Ok(());
+            return Ok(Vec::new());
         }
         let started = Instant::now();
-        let result = tokio::time::timeout(self.max_exec, automatic.identifiers(&self.db, &starts))
+        let limit = self.max_exec;
+        let result = match tokio::time::timeout(limit, automatic.identifiers(&self.db, &starts))
             .await
-            .map_err(|_| AnnounceError::StrategyTimeout {
-                what: "the automatic strategy".into(),
-                limit: self.max_exec,
-            })?
-            .map_err(|e| AnnounceError::Automatic(Box::new(e)))?;
+        {
+            Ok(result) => result.map_err(|e| AnnounceError::Automatic(Box::new(e)))?,
+            Err(_) => {
+                let attempts = self.automatic_timeouts.fetch_add(1, Ordering::Relaxed) + 1;
+                if attempts < TIMEOUT_ATTEMPTS {
+                    return Err(AnnounceError::StrategyTimeout {
+                        what: format!("the automatic strategy (attempt {attempts})"),
+                        limit,
+                    });
+                }
+                self.automatic_timeouts.store(0, Ordering::Relaxed);
+                warn!(
+                    attempts,
+                    messages = starts.len(),
+                    "the automatic strategy timed out for the whole batch {attempts} times: running it \
+                     message by message to find the ones that time out alone"
+                );
+                return self.automatic_alone(automatic, applied, &owners, starts, found).await;
+            }
+        };
+        self.automatic_timeouts.store(0, Ordering::Relaxed);
         self.observe("__automatic__", started);
         for (owner, ids) in owners.into_iter().zip(result) {
             found[owner].extend(ids);
         }
-        Ok(())
+        Ok(Vec::new())
+    }
+
+    /// The automatic strategy message by message (a few at a time), each run bounded by
+    /// `maxExecTimeMs`: a message whose own run times out is a `STRATEGY_TIMEOUT` failure
+    /// (its batch already timed out [`TIMEOUT_ATTEMPTS`] times); the others get their
+    /// identifiers. A look-up error is still transient for the batch.
+    async fn automatic_alone(
+        &self,
+        automatic: &AutomaticStrategy,
+        applied: &[Applied<'_>],
+        owners: &[usize],
+        starts: Vec<Start>,
+        found: &mut [Vec<SvIdentifier>],
+    ) -> Result<Vec<Failure>, AnnounceError> {
+        let runs = starts.into_iter().zip(owners).map(|(start, &owner)| async move {
+            let alone = std::slice::from_ref(&start);
+            let run = tokio::time::timeout(self.max_exec, automatic.identifiers(&self.db, alone));
+            (owner, run.await)
+        });
+        let results: Vec<_> = futures::stream::iter(runs).buffered(ALONE_IN_FLIGHT).collect().await;
+        let mut failures = Vec::new();
+        for (owner, result) in results {
+            match result {
+                Ok(ids) => {
+                    let ids = ids.map_err(|e| AnnounceError::Automatic(Box::new(e)))?;
+                    found[owner].extend(ids.into_iter().flatten());
+                }
+                Err(_) => failures.push(Failure {
+                    message: applied[owner].message,
+                    code: "STRATEGY_TIMEOUT",
+                    reason: format!(
+                        "the automatic strategy ran past {:?} for this message alone, after its \
+                         batch timed out {TIMEOUT_ATTEMPTS} times",
+                        self.max_exec
+                    ),
+                }),
+            }
+        }
+        Ok(failures)
     }
 
     async fn custom_identifiers(

@@ -357,6 +357,81 @@ functions:
     setup.finish().await;
 }
 
+#[tokio::test]
+async fn an_automatic_strategy_that_times_out_for_one_message_fails_only_that_message() {
+    // SPEC §6: STRATEGY_TIMEOUT is transient the first 3 times, then a message error. The
+    // automatic strategy runs per batch, so after three timeouts of the batch it runs message
+    // by message: BIG (a customer with 300,000 orders, one identifier each) times out alone
+    // and is dead-lettered; the other customers' single views are still announced.
+    let dlq = unique_name("automatic-dlq");
+    create_topic(&dlq, 1).await;
+    let dir = std::env::temp_dir().join(unique_name("automatic-timeout"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let er = r#"{"version":"1.0.0","config":{"pr_customers":{"outgoing":{"pr_orders":{"conditions":{"c2o":{"condition":{"customer_id":"customer_id"},"oneToMany":true}}}}}}}"#;
+    let pc = r#"{"version":"1.0.0","config":{"sv_orders":{"paths":[{"path":["pr_customers","pr_orders"],"identifier":{"orderId":"order_id"}}]}}}"#;
+    std::fs::write(dir.join("er.json"), er).unwrap();
+    std::fs::write(dir.join("pc.json"), pc).unwrap();
+    let extra = format!(
+        r#"outputs:
+  projectionChanges: {{ collection: fd-pc-crm }}
+  strategies:
+    maxExecTimeMs: 1000
+    automatic:
+      erSchema: {dir}/er.json
+      projectionChangesSchema: {dir}/pc.json
+      readProjections: [{{ name: pr_orders, collection: pr_orders, fields: [order_id, customer_id] }}]
+"#,
+        dir = dir.display()
+    );
+    let options = Options {
+        error_policy: format!("{{ type: deadLetter, topic: {dlq} }}"),
+        extra,
+        ..Options::default()
+    };
+    let setup = Setup::with("automatic-timeout", options).await;
+    let orders = setup.db.collection::<Document>("pr_orders");
+    let big = (0..300_000).map(
+        |i| doc! { "order_id": format!("B-{i}"), "customer_id": "BIG", "__STATE__": "PUBLIC" },
+    );
+    let big: Vec<Document> = big.collect();
+    for chunk in big.chunks(50_000) {
+        orders.insert_many(chunk.to_vec()).await.unwrap();
+    }
+    let small = ["A-0", "A-1", "A-2"]
+        .map(|c| doc! { "order_id": format!("O-{c}"), "customer_id": c, "__STATE__": "PUBLIC" });
+    orders.insert_many(small).await.unwrap();
+    let index = mongodb::IndexModel::builder().keys(doc! { "customer_id": 1 }).build();
+    orders.create_index(index).await.unwrap();
+    let customer = |id: &str| {
+        let row = json!({ "customer_id": id, "name": format!("name of {id}"), "age": 1 });
+        dbz(json!({ "customer_id": id }), "c", row)
+    };
+    let events: Vec<_> = ["A-0", "A-1", "BIG", "A-2"].iter().map(|id| customer(id)).collect();
+    produce(&setup.topic, &events).await;
+    let mut engine = setup.start("run");
+    committed(&setup, &setup.topic, 4).await;
+
+    let dead = read_dead_letters(&dlq, 1).await;
+    assert_eq!(dead, [("STRATEGY_TIMEOUT".to_string(), setup.topic.clone(), "2".to_string())]);
+    let pcs = projection_changes(&setup).await;
+    let ids: Vec<(&str, &str)> = pcs.iter().map(|(t, i, _)| (t.as_str(), i.as_str())).collect();
+    assert_eq!(
+        ids,
+        [
+            ("sv_orders", r#"{ "orderId": "O-A-0" }"#),
+            ("sv_orders", r#"{ "orderId": "O-A-1" }"#),
+            ("sv_orders", r#"{ "orderId": "O-A-2" }"#),
+        ]
+    );
+    assert_eq!(setup.documents().await.len(), 4, "every customer is written, BIG too");
+    let (_, text) = engine.get("/metrics").await;
+    let retried = metric(&text, r#"rtu_transient_retries_total{kind="outputs"}"#);
+    assert_eq!(retried, Some(2.0), "two batch timeouts retried before the third isolated: {text}");
+    assert!(engine.alive());
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
+
 /// (reason, source topic, source offset) of the dead-letter records, sorted.
 async fn read_dead_letters(topic: &str, n: usize) -> Vec<(String, String, String)> {
     let mut out: Vec<_> = kafka::read_topic(topic, n, Duration::ZERO)
