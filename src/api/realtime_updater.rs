@@ -10,7 +10,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, LocalRef};
-use crate::config::{Compression, Tuning};
+use crate::config::{Compression, PrUpdateFormat, Tuning};
 
 /// A Real-Time Updater: worker pods that consume the change events of some projections of a
 /// SystemOfRecord, write the projections to MongoDB and announce what changed.
@@ -165,6 +165,11 @@ pub struct ProjectionUpdatesOutput {
     /// Compression of the produced events.
     #[serde(default)]
     pub compression: Compression,
+    /// The event format: `v1` (v1.0.0, the documented Real-Time Updater's, for existing
+    /// consumers) or `v2` (v2.0.0, the Projection Storer's: `operation`, `storageNamespace`,
+    /// and the ingestion message in a `context` header).
+    #[serde(default)]
+    pub format: PrUpdateFormat,
 }
 
 impl ProjectionUpdatesOutput {
@@ -180,6 +185,7 @@ impl Default for ProjectionUpdatesOutput {
             topic_template: Self::default_template(),
             topics: BTreeMap::new(),
             compression: Compression::None,
+            format: PrUpdateFormat::V1,
         }
     }
 }

@@ -82,6 +82,27 @@ pub struct ProjectionUpdates {
     /// Compression of the produced events.
     #[serde(default)]
     pub compression: Compression,
+    /// The event format: `v1` (the documented RTU's, v1.0.0) or `v2` (the Projection Storer's,
+    /// v2.0.0, with the message's origin in a `context` header).
+    #[serde(default, skip_serializing_if = "PrUpdateFormat::is_v1")]
+    pub format: PrUpdateFormat,
+}
+
+/// The format of pr-update events (SPEC §4.1).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum PrUpdateFormat {
+    /// v1.0.0: `operationType`, `documentId`, `__internal__kafkaInfo`, ... in the value.
+    #[default]
+    V1,
+    /// v2.0.0: `operation`, `storageNamespace`, ... in the value, origin in `context`.
+    V2,
+}
+
+impl PrUpdateFormat {
+    fn is_v1(&self) -> bool {
+        *self == PrUpdateFormat::V1
+    }
 }
 
 /// Compression of produced events.

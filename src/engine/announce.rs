@@ -22,13 +22,13 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::time::Instant;
 use tracing::warn;
 
-use crate::config::{EngineConfig, ReadProjection, SecretError, function_name};
+use crate::config::{EngineConfig, PrUpdateFormat, ReadProjection, SecretError, function_name};
 use crate::engine::encode;
 use crate::engine::functions;
 use crate::engine::kafka::producer_config;
 use crate::engine::outputs::{
-    self, Change, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError, PR_UPDATE_V1_SCHEMA,
-    ProjectionChangesError, SV_TRIGGER_SCHEMA,
+    self, CONTEXT_HEADER, Change, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError,
+    PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA, ProjectionChangesError, SV_TRIGGER_SCHEMA,
 };
 use crate::engine::projection::Source;
 use crate::engine::script::{CallError, ScriptError, ScriptHost};
@@ -92,6 +92,8 @@ pub struct Applied<'a> {
     pub images: &'a Images,
     /// Where its message came from.
     pub source: &'a Source,
+    /// When its batch was polled, ms since the epoch.
+    pub polled_at_ms: i64,
 }
 
 /// A message that failed in a strategy (a message error of SPEC §6).
@@ -117,6 +119,9 @@ pub struct Announcer {
     db: Database,
     producer: Option<FutureProducer>,
     pr_topics: HashMap<String, String>,
+    pr_format: PrUpdateFormat,
+    /// Projection -> its collection (the v2 events' `storageNamespace`).
+    collections: HashMap<String, String>,
     pc_collection: Option<String>,
     sv_topic: Option<String>,
     automatic: Option<AutomaticStrategy>,
@@ -174,6 +179,12 @@ impl Announcer {
             db,
             producer,
             pr_topics: o.projection_updates.iter().flat_map(|p| p.topics.clone()).collect(),
+            pr_format: o.projection_updates.as_ref().map(|p| p.format).unwrap_or_default(),
+            collections: config
+                .projections
+                .iter()
+                .map(|p| (p.name.clone(), p.collection.clone().unwrap_or_else(|| p.name.clone())))
+                .collect(),
             pc_collection: o.projection_changes.as_ref().map(|p| p.collection.clone()),
             sv_topic: o.single_view_trigger.as_ref().map(|s| s.topic.clone()),
             automatic: load_automatic(config)?,
@@ -569,12 +580,30 @@ impl Announcer {
     ) -> Result<Vec<Event<'_>>, OutputError> {
         let mut events = Vec::new();
         if let Some(topic) = self.pr_topics.get(a.projection) {
-            events.push(Event {
-                topic: Cow::Borrowed(topic),
-                key: outputs::pr_update_key(change)?,
-                value: outputs::pr_update_value_v1(change)?,
-                schema: PR_UPDATE_V1_SCHEMA,
-                pr_update: true,
+            let key = outputs::pr_update_key(change)?;
+            events.push(match self.pr_format {
+                PrUpdateFormat::V1 => Event {
+                    topic: Cow::Borrowed(topic),
+                    key,
+                    value: outputs::pr_update_value_v1(change)?,
+                    schema: PR_UPDATE_V1_SCHEMA,
+                    context: None,
+                    pr_update: true,
+                },
+                PrUpdateFormat::V2 => {
+                    let collection = self.collections.get(a.projection).map(String::as_str);
+                    Event {
+                        topic: Cow::Borrowed(topic),
+                        key,
+                        value: outputs::pr_update_value_v2(
+                            change,
+                            collection.unwrap_or(a.projection),
+                        )?,
+                        schema: PR_UPDATE_V2_SCHEMA,
+                        context: Some(outputs::pr_update_context_v2(change, a.polled_at_ms)?),
+                        pr_update: true,
+                    }
+                }
             });
         }
         if let Some(template) = &self.sv_topic {
@@ -587,6 +616,7 @@ impl Announcer {
                     key,
                     value,
                     schema: SV_TRIGGER_SCHEMA,
+                    context: None,
                     pr_update: false,
                 });
             }
@@ -601,6 +631,8 @@ struct Event<'a> {
     key: Vec<u8>,
     value: Vec<u8>,
     schema: &'static str,
+    /// The v2 pr-update's `context` header.
+    context: Option<Vec<u8>>,
     pr_update: bool,
 }
 
@@ -610,8 +642,11 @@ async fn send(
     event: &Event<'_>,
 ) -> Result<DeliveryFuture, AnnounceError> {
     loop {
-        let headers = OwnedHeaders::new_with_capacity(1)
+        let mut headers = OwnedHeaders::new_with_capacity(2)
             .insert(Header { key: MESSAGE_SCHEMA_HEADER, value: Some(event.schema.as_bytes()) });
+        if let Some(context) = &event.context {
+            headers = headers.insert(Header { key: CONTEXT_HEADER, value: Some(&context[..]) });
+        }
         let record = FutureRecord::to(&event.topic)
             .key(&event.key[..])
             .payload(&event.value[..])

@@ -160,6 +160,8 @@ struct Prepared {
     counts: BatchCounts,
     /// Per message: where it came from, kept for the outputs (only when some are on).
     sources: Vec<Option<Source>>,
+    /// When the batch was prepared, right after its poll (v2 pr-update `pollTimestamp`).
+    polled_at_ms: i64,
 }
 
 /// What a retried step reports: the `/readyz` dependency, the `rtu_transient_retries_total`
@@ -563,6 +565,7 @@ impl Engine {
             failures: Vec::new(),
             counts: BatchCounts::default(),
             sources: Vec::new(),
+            polled_at_ms: now.timestamp_millis(),
         };
         for (i, msg) in batch.iter().enumerate() {
             if (!halted.is_empty() || !prepared.blocked.is_empty())
@@ -783,6 +786,7 @@ impl Engine {
                     primary_keys: &self.targets[*target].key_targets,
                     images,
                     source: prepared.sources.get(*i)?.as_ref()?,
+                    polled_at_ms: prepared.polled_at_ms,
                 })
             })
             .collect();

@@ -451,6 +451,7 @@ impl Render<'_> {
                 })
                 .collect(),
             compression: o.projection_updates.compression,
+            format: o.projection_updates.format,
         });
         for (i, p) in o.projection_updates.topics.keys().enumerate() {
             if !owned.iter().any(|q| &q.name == p) {

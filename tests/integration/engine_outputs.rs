@@ -432,6 +432,53 @@ async fn an_automatic_strategy_that_times_out_for_one_message_fails_only_that_me
     setup.finish().await;
 }
 
+#[tokio::test]
+async fn pr_update_v2_events_carry_operation_storage_namespace_and_a_context_header() {
+    let topic = unique_name("pr-update-v2");
+    create_topic(&topic, 1).await;
+    let extra = format!(
+        "outputs:\n  projectionUpdates: {{ topics: {{ pr_customers: {topic} }}, format: v2 }}\n"
+    );
+    let setup = Setup::with("pr-update-v2", Options { extra, ..Options::default() }).await;
+    let row = |age: i64| json!({ "customer_id": "C-1", "name": "Ada", "age": age });
+    let events = [
+        dbz(json!({ "customer_id": "C-1" }), "c", row(36)),
+        dbz(json!({ "customer_id": "C-1" }), "u", row(37)),
+        dbz(json!({ "customer_id": "C-1" }), "d", row(37)),
+    ];
+    produce(&setup.topic, &events).await;
+    let started = mongodb::bson::DateTime::now().timestamp_millis();
+    let mut engine = setup.start("run");
+    let records = kafka::read_topic(&topic, 3, Duration::from_secs(1));
+    assert_eq!(records.len(), 3, "{records:?}");
+    let mut before = Value::Null;
+    for (offset, (r, op)) in records.iter().zip(["INSERT", "UPDATE", "DELETE"]).enumerate() {
+        assert_eq!(r.header("messageSchema"), r#"{"type":"pr-update","version":"v2.0.0"}"#);
+        let key: Value = serde_json::from_slice(r.key.as_deref().unwrap()).unwrap();
+        assert_eq!(key, json!({ "customer_id": "C-1" }));
+        let v: Value = serde_json::from_slice(r.value.as_deref().unwrap()).unwrap();
+        assert_eq!(v["operation"]["type"], op, "{v}");
+        assert_eq!((&v["source"], &v["storageNamespace"]), (&json!("crm"), &json!("pr_customers")));
+        assert_eq!(v["primaryKeys"], json!(["customer_id"]));
+        assert_eq!(v["before"], before, "before = the previous event's after");
+        match op {
+            "DELETE" => assert_eq!(v["after"], Value::Null),
+            _ => assert_eq!(v["after"]["age"], 36 + offset as i64, "{v}"),
+        }
+        before = v["after"].clone();
+        let context: Value = serde_json::from_str(r.header("context")).unwrap();
+        let ingestion = &context["ingestion"];
+        assert_eq!(ingestion["topic"], json!(setup.topic));
+        assert_eq!((&ingestion["partitionID"], &ingestion["offset"]), (&json!(0), &json!(offset)));
+        let polled = ingestion["pollTimestamp"].as_str().unwrap();
+        let polled = mongodb::bson::DateTime::parse_rfc3339_str(polled).unwrap().timestamp_millis();
+        assert!(polled >= started - 1000, "polled at {polled}, engine started at {started}");
+        assert!(ingestion["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')), "{context}");
+    }
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
+
 /// (reason, source topic, source offset) of the dead-letter records, sorted.
 async fn read_dead_letters(topic: &str, n: usize) -> Vec<(String, String, String)> {
     let mut out: Vec<_> = kafka::read_topic(topic, n, Duration::ZERO)

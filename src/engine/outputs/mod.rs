@@ -12,7 +12,10 @@ use mongodb::bson::{Bson, DateTime, Document};
 
 use crate::engine::projection::Source;
 
-pub use pr_update::{PR_UPDATE_V1_SCHEMA, pr_update_key, pr_update_value_v1};
+pub use pr_update::{
+    CONTEXT_HEADER, PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA, pr_update_context_v2, pr_update_key,
+    pr_update_value_v1, pr_update_value_v2,
+};
 pub use projection_changes::{
     ChangeUpsert, ProjectionChangesError, ensure_projection_change_indexes,
     projection_change_update, upsert_projection_changes,

@@ -1,7 +1,9 @@
-//! The pr-update event of a projection write (SPEC §4.1), format v1.0.0: key = the primary
-//! key as a JSON object in key order, value = the operation with the stored documents before
-//! and after the write, header [`MESSAGE_SCHEMA_HEADER`](super::MESSAGE_SCHEMA_HEADER) =
-//! [`PR_UPDATE_V1_SCHEMA`].
+//! The pr-update event of a projection write (SPEC §4.1): key = the primary key as a JSON
+//! object in key order (both formats); value = the operation with the stored documents before
+//! and after the write. Format v1.0.0 (the documented RTU's) carries the message's origin in
+//! the value (`__internal__kafkaInfo`); format v2.0.0 (the Projection Storer's) moves it to a
+//! `context` header. Header [`MESSAGE_SCHEMA_HEADER`](super::MESSAGE_SCHEMA_HEADER) =
+//! [`PR_UPDATE_V1_SCHEMA`] or [`PR_UPDATE_V2_SCHEMA`].
 
 use mongodb::bson::Bson;
 
@@ -9,6 +11,12 @@ use super::{Change, ChangeOp, OutputError, json, write_kafka_info, write_primary
 
 /// The `messageSchema` header of a v1.0.0 pr-update (UTF-8 JSON).
 pub const PR_UPDATE_V1_SCHEMA: &str = r#"{"type":"pr-update","version":"v1.0.0"}"#;
+
+/// The `messageSchema` header of a v2.0.0 pr-update (UTF-8 JSON).
+pub const PR_UPDATE_V2_SCHEMA: &str = r#"{"type":"pr-update","version":"v2.0.0"}"#;
+
+/// The header of a v2.0.0 pr-update that carries the message's origin.
+pub const CONTEXT_HEADER: &str = "context";
 
 /// The key: `{"<pk field>": value, ...}` in primary-key order, from the document after the
 /// write (before it for a delete).
@@ -43,6 +51,47 @@ fn write_value_v1(change: &Change, id: &Bson, out: &mut Vec<u8>) -> json::Writte
     write_kafka_info(change.kafka, value.key("__internal__kafkaInfo")?)?;
     value.close();
     Ok(())
+}
+
+/// The v2.0.0 value: `operation` `{type, timestamp}`, `source`, `storageNamespace` (the
+/// collection), `primaryKeys`, `before` and `after` (each the stored document without `_id`,
+/// or `null`: `before` of an insert, `after` of a delete).
+pub fn pr_update_value_v2(change: &Change, collection: &str) -> Result<Vec<u8>, OutputError> {
+    change.document()?;
+    change.json(2048, |out| {
+        let mut value = json::Object::open(out);
+        let mut operation = json::Object::open(value.key("operation")?);
+        json::write_str(change.op.as_str(), operation.key("type")?)?;
+        json::write_date(change.written_at.timestamp_millis(), operation.key("timestamp")?);
+        operation.close();
+        json::write_str(change.source, value.key("source")?)?;
+        json::write_str(collection, value.key("storageNamespace")?)?;
+        serde_json::to_writer(value.key("primaryKeys")?, change.primary_keys)?;
+        json::write_stored(change.before, value.key("before")?)?;
+        let after = if change.op == ChangeOp::Delete { None } else { change.after };
+        json::write_stored(after, value.key("after")?)?;
+        value.close();
+        Ok(())
+    })
+}
+
+/// The v2.0.0 `context` header: `{"ingestion": {topic, partitionID, offset, timestamp,
+/// pollTimestamp}}`, the message that caused the write (offset as an integer, timestamps as
+/// ISO strings like every date of the events) and when its batch was polled.
+pub fn pr_update_context_v2(change: &Change, polled_at_ms: i64) -> Result<Vec<u8>, OutputError> {
+    let kafka = change.kafka;
+    change.json(192, |out| {
+        let mut context = json::Object::open(out);
+        let mut ingestion = json::Object::open(context.key("ingestion")?);
+        json::write_str(&kafka.topic, ingestion.key("topic")?)?;
+        serde_json::to_writer(ingestion.key("partitionID")?, &kafka.partition)?;
+        serde_json::to_writer(ingestion.key("offset")?, &kafka.offset)?;
+        json::write_date(kafka.timestamp_ms, ingestion.key("timestamp")?);
+        json::write_date(polled_at_ms, ingestion.key("pollTimestamp")?);
+        ingestion.close();
+        context.close();
+        Ok(())
+    })
 }
 
 #[cfg(test)]
@@ -246,5 +295,59 @@ mod tests {
     fn the_schema_header_is_the_documented_json() {
         let header: Value = serde_json::from_str(PR_UPDATE_V1_SCHEMA).unwrap();
         assert_eq!(header, json!({"type": "pr-update", "version": "v1.0.0"}));
+    }
+
+    /// B1 as a v2.0.0 event: the same documents, the origin in the `context` header.
+    const B1_VALUE_V2: &str = r#"
+{ "operation": { "type": "INSERT", "timestamp": "2023-11-14T22:13:20.042Z" }, "source": "crm",
+  "storageNamespace": "customers", "primaryKeys": ["customer_id"], "before": null,
+  "after": { "customer_id": "C-1", "name": "Ada", "age": 36, "signup_at": "2023-01-15T00:00:00.000Z", "vip": true,
+    "__STATE__": "PUBLIC", "createdAt": "2023-11-14T22:13:20.042Z", "updatedAt": "2023-11-14T22:13:20.042Z",
+    "timestamp": "2023-11-14T22:13:20.000Z", "__internal__counter": 100, "__internal__counterType": "offset",
+    "__internal__kafkaInfo": { "topic": "acme.dev.crm.pr_customers.ingestion", "partition": 0, "offset": "100",
+      "key": { "customer_id": "C-1" }, "timestamp": "2023-11-14T22:13:20.000Z" } } }
+"#;
+
+    #[test]
+    fn the_b1_insert_as_v2_moves_the_origin_to_the_context_header() {
+        let kafka = customers_source(100, "C-1");
+        let stored = b1(&kafka);
+        let pk = pk();
+        let insert = change(ChangeOp::Insert, &pk, None, Some(&stored), &kafka);
+        let text = String::from_utf8(pr_update_value_v2(&insert, "customers").unwrap()).unwrap();
+        let expected: Value = serde_json::from_str(B1_VALUE_V2).unwrap();
+        assert_eq!(text, serde_json::to_string(&expected).unwrap());
+        let polled = W + 5;
+        let context = pr_update_context_v2(&insert, polled).unwrap();
+        assert_eq!(
+            String::from_utf8(context).unwrap(),
+            r#"{"ingestion":{"topic":"acme.dev.crm.pr_customers.ingestion","partitionID":0,"offset":100,"timestamp":"2023-11-14T22:13:20.000Z","pollTimestamp":"2023-11-14T22:13:20.047Z"}}"#
+        );
+        assert_eq!(PR_UPDATE_V2_SCHEMA, r#"{"type":"pr-update","version":"v2.0.0"}"#);
+        // The key is the same in both formats.
+        assert_eq!(key(&insert), r#"{"customer_id":"C-1"}"#);
+    }
+
+    #[test]
+    fn a_v2_update_and_delete_carry_before_and_a_null_after_for_the_delete() {
+        let (first, second) = (customers_source(100, "C-1"), customers_source(101, "C-1"));
+        let before = b1(&first);
+        let after = rewritten(&before, "PUBLIC", &second, doc! { "name": "Ada L." });
+        let pk = pk();
+        let v2 = |c: &Change| -> Value {
+            serde_json::from_slice(&pr_update_value_v2(c, "pr_customers").unwrap()).unwrap()
+        };
+        let update = v2(&change(ChangeOp::Update, &pk, Some(&before), Some(&after), &second));
+        assert_eq!(update["operation"]["type"], "UPDATE");
+        assert_eq!(update["before"], json::document_without_id(&before));
+        assert_eq!(update["after"], json::document_without_id(&after));
+        let deleted = rewritten(&after, "DELETED", &second, doc! {});
+        let delete = v2(&change(ChangeOp::Delete, &pk, Some(&after), Some(&deleted), &second));
+        assert_eq!(delete["operation"]["type"], "DELETE");
+        assert_eq!(delete["before"], json::document_without_id(&after));
+        assert_eq!(delete["after"], Value::Null, "a delete shows no document after it");
+        assert!(
+            delete.get("__internal__kafkaInfo").is_none() && delete.get("documentId").is_none()
+        );
     }
 }
