@@ -160,7 +160,41 @@ async fn ceiling(db: &Database, projection: &Projection, stmts: &[Statement]) ->
     stmts.len() as f64 / start.elapsed().as_secs_f64()
 }
 
-/// (rate, CPU µs per message, peak RSS MiB) of the engine binary.
+/// CPU ticks (1/100 s) a process has used so far, from `/proc/<pid>/stat`.
+fn cpu_ticks(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit(')').next()?.split_whitespace().collect();
+    Some(fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?)
+}
+
+/// The test mongod's pid (from `scripts/testenv`'s run directory), to report its CPU.
+fn mongod_pid() -> Option<u32> {
+    let run = std::env::var("RTU_TESTENV_RUN")
+        .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/.testinfra").to_string());
+    std::fs::read_to_string(Path::new(&run).join("mongodb/pid")).ok()?.trim().parse().ok()
+}
+
+/// What one engine run measured.
+struct Run {
+    /// Messages per second.
+    rate: f64,
+    /// Engine CPU µs per message.
+    cpu_us: f64,
+    /// mongod CPU µs per message during the run (when its pid is known).
+    mongod_us: Option<f64>,
+    /// Peak RSS, MiB.
+    rss_mib: f64,
+}
+
+impl Run {
+    /// `(NN.N us/message engine, NN.N mongod)`.
+    fn cpu(&self) -> String {
+        let mongod = self.mongod_us.map(|m| format!(", mongod {m:.1}")).unwrap_or_default();
+        format!("(CPU per message: engine {:.1} us{mongod})", self.cpu_us)
+    }
+}
+
+/// Runs the engine binary over the workload with `outputs`.
 async fn engine(
     dir: &Path,
     topic: &str,
@@ -169,7 +203,7 @@ async fn engine(
     keys: usize,
     final_step: usize,
     outputs: &str,
-) -> (f64, f64, f64) {
+) -> Run {
     let config = format!(
         "systemOfRecord: crm\nkafka: {{ bootstrapServers: '{}', groupId: {}-engine }}\nmongodb: {{ uri: {{ env: RTU_TEST_MONGODB_URI }}, database: {} }}\nadapter: {{ type: debezium }}\nprojections: [{}]\ntelemetry: {{ logLevel: warn, host: 127.0.0.1, port: 0 }}\n{outputs}",
         var("RTU_TEST_KAFKA_BOOTSTRAP"),
@@ -194,15 +228,20 @@ async fn engine(
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let start = Instant::now();
+    let mongod = mongod_pid();
+    let mongod_start = mongod.and_then(cpu_ticks);
     // Each count scans the collection (no index on `notes`): probing every 20 ms took mongod
     // CPU from the engine it measures; 250 ms costs at most 1-2 % of precision on a ~20 s run.
     while coll.count_documents(done.clone()).await.unwrap() < keys as u64 {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let rate = events as f64 / start.elapsed().as_secs_f64();
-    let stat = std::fs::read_to_string(format!("/proc/{}/stat", child.id())).unwrap();
-    let fields: Vec<&str> = stat.rsplit(')').next().unwrap().split_whitespace().collect();
-    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    let per_message = |ticks: f64| ticks / 100.0 * 1e6 / events as f64;
+    let mongod_us = match (mongod.and_then(cpu_ticks), mongod_start) {
+        (Some(end), Some(start)) => Some(per_message(end - start)),
+        _ => None,
+    };
+    let ticks = cpu_ticks(child.id()).unwrap();
     let status = std::fs::read_to_string(format!("/proc/{}/status", child.id())).unwrap();
     let hwm_kb: f64 = status
         .lines()
@@ -215,7 +254,7 @@ async fn engine(
         .unwrap();
     Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
     child.wait().unwrap();
-    (rate, ticks / 100.0 * 1e6 / events as f64, hwm_kb / 1024.0)
+    Run { rate, cpu_us: per_message(ticks), mongod_us, rss_mib: hwm_kb / 1024.0 }
 }
 
 /// The outputs of run (e): pr-update events to a 6-partition topic of their own and
@@ -303,22 +342,38 @@ async fn main() {
     let engine_db = client.database(&format!("{run}_engine").replace('-', "_"));
     let dir = std::env::temp_dir();
     let final_step = events / keys - 1;
-    let (a, cpu_us, rss) = engine(&dir, &topic, &engine_db, events, keys, final_step, "").await;
-    println!("(a) rtu engine, end to end:                   {a:>9.0} msg/s");
+    let run_a = engine(&dir, &topic, &engine_db, events, keys, final_step, "").await;
+    let a = run_a.rate;
+    println!("(a) rtu engine, end to end:                   {a:>9.0} msg/s  {}", run_a.cpu());
 
     let outputs_db = client.database(&format!("{run}_outputs").replace('-', "_"));
     let outputs = outputs_config(&dir, &run).await;
-    let (e, e_cpu, e_rss) =
-        engine(&dir, &topic, &outputs_db, events, keys, final_step, &outputs).await;
+    let run_e = engine(&dir, &topic, &outputs_db, events, keys, final_step, &outputs).await;
+    let e = run_e.rate;
     println!(
-        "(e) rtu engine, pr-update + projection changes (automatic strategy): {e:>7.0} msg/s  ({e_cpu:.1} us/message, peak RSS {e_rss:.0} MiB)"
+        "(e) rtu engine, pr-update + automatic strategy -> projection changes (MongoDB): {e:>7.0} msg/s  {}, peak RSS {:.0} MiB",
+        run_e.cpu(),
+        run_e.rss_mib
+    );
+    let sv_db = client.database(&format!("{run}_sv_trigger").replace('-', "_"));
+    let sv_topic = format!("{run}-sv_customers-sv-trigger");
+    create_topic(&sv_topic).await;
+    let sv_outputs = outputs.replace(
+        "  projectionChanges: { collection: fd-pc-crm }",
+        &format!("  singleViewTrigger: {{ topic: \"{run}-{{singleView}}-sv-trigger\" }}"),
+    );
+    assert_ne!(sv_outputs, outputs, "run (g) must not write projection changes");
+    let run_g = engine(&dir, &topic, &sv_db, events, keys, final_step, &sv_outputs).await;
+    let g = run_g.rate;
+    println!(
+        "(g) rtu engine, pr-update + automatic strategy -> sv-trigger (Kafka):          {g:>7.0} msg/s  {}",
+        run_g.cpu()
     );
     let pr_only_db = client.database(&format!("{run}_pr_only").replace('-', "_"));
     let pr_only = outputs.split("  projectionChanges").next().unwrap_or_default().to_string();
-    let (f, f_cpu, _) = engine(&dir, &topic, &pr_only_db, events, keys, final_step, &pr_only).await;
-    println!(
-        "(f) rtu engine, pr-update only:                {f:>9.0} msg/s  ({f_cpu:.1} us/message)"
-    );
+    let run_f = engine(&dir, &topic, &pr_only_db, events, keys, final_step, &pr_only).await;
+    let f = run_f.rate;
+    println!("(f) rtu engine, pr-update only:                {f:>9.0} msg/s  {}", run_f.cpu());
 
     let naive_db = client.database(&format!("{run}_naive").replace('-', "_"));
     ensure_primary_key_index(&naive_db, &projection).await.unwrap();
@@ -327,15 +382,16 @@ async fn main() {
         "(b) naive consumer (update_one + sync commit): {b:>9.0} msg/s  (first {naive_messages} messages)"
     );
 
-    println!("(d) engine CPU: {cpu_us:.1} us/message; peak RSS {rss:.0} MiB");
+    println!("(d) engine CPU: {:.1} us/message; peak RSS {:.0} MiB", run_a.cpu_us, run_a.rss_mib);
     println!(
-        "ratios: (a)/(c) = {:.2} (target >= 0.7); (a)/(b) = {:.1} (target >= 10); (e)/(a) = {:.2} (target >= 0.6); (f)/(a) = {:.2}",
+        "ratios: (a)/(c) = {:.2} (target >= 0.7); (a)/(b) = {:.1} (target >= 10); (e)/(a) = {:.2} (target >= 0.6); (g)/(a) = {:.2}; (f)/(a) = {:.2}",
         a / c,
         a / b,
         e / a,
+        g / a,
         f / a
     );
-    for db in [ceiling_db, engine_db, naive_db, outputs_db, pr_only_db] {
+    for db in [ceiling_db, engine_db, naive_db, outputs_db, sv_db, pr_only_db] {
         db.drop().await.unwrap();
     }
 }
