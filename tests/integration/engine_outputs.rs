@@ -111,6 +111,12 @@ errorPolicy:{tail}"#
     Example { setup, customers, orders, items, pu_items, pu_orders, sv_prefix }
 }
 
+/// The Debezium create of customer `id` (`name of <id>`, age 1).
+fn customer_created(id: &str) -> (String, String) {
+    let row = json!({ "customer_id": id, "name": format!("name of {id}"), "age": 1 });
+    dbz(json!({ "customer_id": id }), "c", row)
+}
+
 fn item(order: &str, line: i64, qty: i64, op: &str) -> (String, String) {
     let key = json!({ "order_id": order, "line_no": line });
     dbz(key, op, json!({ "order_id": order, "line_no": line, "qty": qty }))
@@ -314,12 +320,8 @@ functions:
         "{ name: name, type: String, cast: castToUpper",
     );
     std::fs::write(&setup.config, text).unwrap();
-    let customer = |id: &str| {
-        let row = json!({ "customer_id": id, "name": format!("name of {id}"), "age": 1 });
-        dbz(json!({ "customer_id": id }), "c", row)
-    };
-    let a: Vec<_> = ["A-0", "A-1", "LOOP", "A-2"].iter().map(|id| customer(id)).collect();
-    let b: Vec<_> = ["B-0", "BAD", "B-1"].iter().map(|id| customer(id)).collect();
+    let a: Vec<_> = ["A-0", "A-1", "LOOP", "A-2"].iter().map(|id| customer_created(id)).collect();
+    let b: Vec<_> = ["B-0", "BAD", "B-1"].iter().map(|id| customer_created(id)).collect();
     produce(&setup.topic, &a).await;
     produce(&setup.topic_b, &b).await;
     let mut engine = setup.start("run");
@@ -402,11 +404,8 @@ async fn an_automatic_strategy_that_times_out_for_one_message_fails_only_that_me
     orders.insert_many(small).await.unwrap();
     let index = mongodb::IndexModel::builder().keys(doc! { "customer_id": 1 }).build();
     orders.create_index(index).await.unwrap();
-    let customer = |id: &str| {
-        let row = json!({ "customer_id": id, "name": format!("name of {id}"), "age": 1 });
-        dbz(json!({ "customer_id": id }), "c", row)
-    };
-    let events: Vec<_> = ["A-0", "A-1", "BIG", "A-2"].iter().map(|id| customer(id)).collect();
+    let events: Vec<_> =
+        ["A-0", "A-1", "BIG", "A-2"].iter().map(|id| customer_created(id)).collect();
     produce(&setup.topic, &events).await;
     let mut engine = setup.start("run");
     committed(&setup, &setup.topic, 4).await;
