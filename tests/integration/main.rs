@@ -13,6 +13,7 @@ mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
 mod operator_e2e;
+mod operator_examples;
 mod operator_leader;
 mod operator_process;
 mod operator_reconcile;
