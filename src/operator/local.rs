@@ -2,8 +2,12 @@
 //! processes, one per replica, as a kubelet would run its pods: the container's command, args
 //! and env, the engine ConfigMap and the Secret keys it mounts written as files in a directory
 //! per pod, a telemetry port per pod (as each pod has its own network). When the Deployment's
-//! template changes, the old processes get SIGTERM and new ones start. For demos and
-//! development on a machine with an API server but no nodes; a cluster does not need it.
+//! template changes, the old processes get SIGTERM and new ones start. The same for the
+//! operator's own Deployment ([`start_as_service_account`]): its container runs with the
+//! pod's ServiceAccount identity (a TokenRequest token in a kubeconfig of its own) and nothing
+//! else from this process's environment, so it has exactly the rights its RBAC grants. For
+//! demos, tests and development on a machine with an API server but no nodes; a cluster does
+//! not need it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, ServiceAccount};
+use kube::api::PostParams;
+use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedContext};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
@@ -43,6 +50,19 @@ pub enum LocalError {
     /// The rendered engine config could not be read back.
     #[error(transparent)]
     Config(#[from] crate::config::LoadError),
+    /// The TokenRequest for the pod's ServiceAccount failed.
+    #[error("token for ServiceAccount {namespace}/{name}: {source}")]
+    Token {
+        /// The ServiceAccount's namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// The kubeconfig to derive the ServiceAccount's from has no current cluster.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(&'static str),
     /// A process could not be started.
     #[error("start {binary}: {source}")]
     Spawn {
@@ -61,7 +81,8 @@ pub struct LocalPod {
     pub dir: PathBuf,
     /// Its stdout and stderr.
     pub log: PathBuf,
-    /// The config hash of the template it runs.
+    /// The config hash of the template it runs (empty for a Deployment the operator did not
+    /// render, e.g. its own).
     pub hash: String,
 }
 
@@ -132,9 +153,8 @@ pub async fn start_pods(
         let err = out.try_clone().map_err(|source| write_error(&log, source))?;
         let mut command = Command::new(binary);
         command.args(&args).stdout(out).stderr(err).stdin(Stdio::null());
-        for var in container.env.clone().unwrap_or_default() {
-            command.env(var.name, var.value.unwrap_or_default());
-        }
+        let pod_name = format!("{name}-{hash}-{replica}");
+        command.envs(container_env(&name, &pod, container, &pod_name, namespace)?);
         let child = command
             .spawn()
             .map_err(|source| LocalError::Spawn { binary: binary.display().to_string(), source })?;
@@ -142,6 +162,160 @@ pub async fn start_pods(
         pods.push(LocalPod { child, dir: root, log, hash: hash.clone() });
     }
     Ok(pods)
+}
+
+/// The container's environment as the kubelet sets it for pod `pod_name`: literal values, and
+/// the downward-API fields a pod has without a node (`metadata.name`, `metadata.namespace`,
+/// `spec.serviceAccountName`); any other source is refused rather than left empty.
+fn container_env(
+    deployment: &str,
+    pod: &PodSpec,
+    container: &Container,
+    pod_name: &str,
+    namespace: &str,
+) -> Result<Vec<(String, String)>, LocalError> {
+    let template = |why| LocalError::Template(deployment.to_string(), why);
+    let mut env = Vec::new();
+    for var in container.env.clone().unwrap_or_default() {
+        let value = match (var.value, var.value_from) {
+            (Some(value), _) => value,
+            (None, None) => String::new(),
+            (None, Some(from)) => match from.field_ref.map(|f| f.field_path) {
+                Some(path) if path == "metadata.name" => pod_name.to_string(),
+                Some(path) if path == "metadata.namespace" => namespace.to_string(),
+                Some(path) if path == "spec.serviceAccountName" => {
+                    pod.service_account_name.clone().unwrap_or_else(|| "default".into())
+                }
+                _ => {
+                    return Err(template(
+                        "an env valueFrom other than metadata.name, metadata.namespace or spec.serviceAccountName",
+                    ));
+                }
+            },
+        };
+        env.push((var.name, value));
+    }
+    Ok(env)
+}
+
+/// A token of ServiceAccount `namespace/name` from the TokenRequest API (what the kubelet
+/// projects into a pod), valid for `seconds`.
+pub async fn service_account_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    seconds: i64,
+) -> Result<String, LocalError> {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(seconds), ..Default::default() }),
+        ..Default::default()
+    };
+    let error =
+        |source| LocalError::Token { namespace: namespace.into(), name: name.into(), source };
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .map_err(error)?;
+    Ok(answer.status.and_then(|s| s.token).unwrap_or_default())
+}
+
+/// A kubeconfig with `admin`'s current cluster (address and CA) and `token` as its only
+/// user: no other credential of `admin` is in it.
+pub fn token_kubeconfig(
+    admin: &Kubeconfig,
+    user: &str,
+    token: &str,
+) -> Result<Kubeconfig, LocalError> {
+    let current =
+        admin.current_context.as_deref().ok_or(LocalError::Kubeconfig("no current-context"))?;
+    let cluster_name = admin
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .ok_or(LocalError::Kubeconfig("the current context names no cluster"))?;
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .cloned()
+        .ok_or(LocalError::Kubeconfig("the current context's cluster is not in it"))?;
+    Ok(Kubeconfig {
+        clusters: vec![cluster],
+        auth_infos: vec![NamedAuthInfo {
+            name: user.to_string(),
+            auth_info: Some(AuthInfo {
+                token: Some(token.to_string().into()),
+                ..Default::default()
+            }),
+            other: BTreeMap::new(),
+        }],
+        contexts: vec![NamedContext {
+            name: user.to_string(),
+            context: Some(Context {
+                cluster: cluster_name,
+                user: Some(user.to_string()),
+                ..Default::default()
+            }),
+            other: BTreeMap::new(),
+        }],
+        current_context: Some(user.to_string()),
+        ..Default::default()
+    })
+}
+
+/// Starts the first container of Deployment `namespace/name` as a process of `binary` (for its
+/// `command[0]`) as the kubelet would start one of its pods: its args, its env
+/// ([`container_env`], pod name `<name>-local`), and as credentials only a token of the pod's
+/// ServiceAccount, in a kubeconfig under `dir` (cluster address and CA from `admin`) that
+/// `KUBECONFIG` names; nothing else of this process's environment is passed on. The pod's own
+/// network is the one thing a process cannot have: an arg `--port=P` for a declared
+/// `containerPort` P becomes `--port=0` (a free port).
+pub async fn start_as_service_account(
+    client: &Client,
+    admin: &Kubeconfig,
+    namespace: &str,
+    name: &str,
+    dir: &Path,
+    binary: &Path,
+) -> Result<LocalPod, LocalError> {
+    let template = |why| LocalError::Template(name.to_string(), why);
+    let d = Api::<Deployment>::namespaced(client.clone(), namespace).get(name).await.map_err(
+        |source| LocalError::Read { what: format!("Deployment {namespace}/{name}"), source },
+    )?;
+    let hash = template_hash(&d).unwrap_or_default();
+    let pod = d.spec.and_then(|s| s.template.spec).ok_or_else(|| template("no pod spec"))?;
+    let container = pod.containers.first().ok_or_else(|| template("no container"))?;
+    let account = pod.service_account_name.clone().unwrap_or_else(|| "default".into());
+    let token = service_account_token(client, namespace, &account, 24 * 3600).await?;
+    let kubeconfig = token_kubeconfig(admin, &account, &token)?;
+    let root = dir.join(format!("{name}-local"));
+    std::fs::create_dir_all(&root).map_err(|source| write_error(&root, source))?;
+    let config_file = root.join("kubeconfig");
+    let text = serde_json::to_string_pretty(&kubeconfig).unwrap_or_default();
+    std::fs::write(&config_file, text).map_err(|source| write_error(&config_file, source))?;
+    let ports: Vec<String> =
+        container.ports.iter().flatten().map(|p| format!("--port={}", p.container_port)).collect();
+    let args: Vec<String> = (container.command.clone().unwrap_or_default().into_iter().skip(1))
+        .chain(container.args.clone().unwrap_or_default())
+        .map(|a| if ports.contains(&a) { "--port=0".to_string() } else { a })
+        .collect();
+    let log = root.join("process.log");
+    let out = std::fs::File::create(&log).map_err(|source| write_error(&log, source))?;
+    let err = out.try_clone().map_err(|source| write_error(&log, source))?;
+    let child = Command::new(binary)
+        .args(&args)
+        .env_clear()
+        .envs(container_env(name, &pod, container, &format!("{name}-local"), namespace)?)
+        .env("KUBECONFIG", &config_file)
+        .stdout(out)
+        .stderr(err)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|source| LocalError::Spawn { binary: binary.display().to_string(), source })?;
+    info!(deployment = %name, service_account = %account, pid = child.id(), dir = %root.display(), "local pod started");
+    Ok(LocalPod { child, dir: root, log, hash })
 }
 
 fn write_error(path: &Path, source: std::io::Error) -> LocalError {
@@ -274,5 +448,76 @@ fn stop(pods: Vec<LocalPod>) {
         if !pod.terminate(Duration::from_secs(30)) {
             warn!(log = %log.display(), "a local worker did not exit cleanly");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use kube::config::Kubeconfig;
+
+    use super::{LocalError, container_env, token_kubeconfig};
+
+    fn container(env: serde_json::Value) -> (PodSpec, Container) {
+        let pod: PodSpec = serde_json::from_value(serde_json::json!({
+            "serviceAccountName": "rtu-operator",
+            "containers": [{ "name": "operator", "env": env }]
+        }))
+        .unwrap();
+        let container = pod.containers[0].clone();
+        (pod, container)
+    }
+
+    #[test]
+    fn env_resolves_values_and_the_pods_own_fields() {
+        let (pod, c) = container(serde_json::json!([
+            { "name": "A", "value": "1" },
+            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
+            { "name": "NS", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
+            { "name": "SA", "valueFrom": { "fieldRef": { "fieldPath": "spec.serviceAccountName" } } },
+            { "name": "EMPTY" }
+        ]));
+        let env = container_env("op", &pod, &c, "op-local", "rtu-system").unwrap();
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(
+            pairs,
+            [
+                ("A", "1"),
+                ("POD_NAME", "op-local"),
+                ("NS", "rtu-system"),
+                ("SA", "rtu-operator"),
+                ("EMPTY", "")
+            ]
+        );
+    }
+
+    #[test]
+    fn env_from_a_source_a_local_pod_cannot_have_is_refused() {
+        let (pod, c) = container(serde_json::json!([
+            { "name": "IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }
+        ]));
+        let err = container_env("op", &pod, &c, "op-local", "ns").unwrap_err();
+        assert!(matches!(err, LocalError::Template(ref d, _) if d == "op"), "{err}");
+    }
+
+    #[test]
+    fn token_kubeconfig_keeps_the_cluster_and_drops_every_other_credential() {
+        let admin: Kubeconfig = crate::yaml::from_str(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443', certificate-authority-data: Q0E=}\n\
+             - name: other\n  cluster: {server: 'https://10.0.0.1'}\n\
+             users:\n- name: admin\n  user: {client-certificate-data: Y2VydA==, client-key-data: a2V5}\n\
+             contexts:\n- name: ctx\n  context: {cluster: c, user: admin}\ncurrent-context: ctx\n",
+        )
+        .unwrap();
+        let config = token_kubeconfig(&admin, "rtu-operator", "t0ken").unwrap();
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(!text.contains("Y2VydA==") && !text.contains("a2V5") && !text.contains("10.0.0.1"));
+        assert_eq!(config.clusters.len(), 1);
+        let cluster = config.clusters[0].cluster.clone().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
+        assert_eq!(cluster.certificate_authority_data.as_deref(), Some("Q0E="));
+        assert!(text.contains("\"token\":\"t0ken\""), "{text}");
+        assert_eq!(config.current_context.as_deref(), Some("rtu-operator"));
     }
 }

@@ -9,6 +9,7 @@ mod engine_outputs;
 mod engine_policies;
 mod engine_run;
 mod install_helm;
+mod install_rbac;
 mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
