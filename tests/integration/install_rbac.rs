@@ -22,7 +22,7 @@ use rtu_operator::operator::local::start_as_service_account;
 use serde_json::json;
 
 use crate::install_helm::{chart, helm, ok};
-use crate::support::operator::create;
+use crate::support::operator::{Pods, create};
 use crate::support::{env, eventually, kube as k};
 
 const WAIT: Duration = Duration::from_secs(60);
@@ -67,13 +67,15 @@ async fn install_operator_runs_under_the_chart_service_account_and_role() {
     let operator = start_as_service_account(&client, &admin, &ns, name, &work, binary)
         .await
         .unwrap_or_else(|e| panic!("running Deployment {ns}/{name}: {e}"));
+    let pid = operator.child.id();
     let log = operator.log.display().to_string();
     let kubeconfig_path = operator.dir.join("kubeconfig");
+    let mut running = Pods(vec![operator]);
     let given = Kubeconfig::read_from(&kubeconfig_path).unwrap();
     assert_eq!(given.auth_infos.len(), 1, "one user only");
     let user = given.auth_infos[0].auth_info.clone().unwrap();
     assert!(user.token.is_some() && user.client_certificate_data.is_none());
-    let environ = std::fs::read(format!("/proc/{}/environ", operator.child.id())).unwrap();
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap();
     let environ: Vec<String> =
         environ.split(|b| *b == 0).map(|v| String::from_utf8_lossy(v).into_owned()).collect();
     let mut names: Vec<&str> =
@@ -91,7 +93,7 @@ async fn install_operator_runs_under_the_chart_service_account_and_role() {
         ],
         "the process's whole environment"
     );
-    println!("operator process {} runs as system:serviceaccount:{ns}:{name}", operator.child.id());
+    println!("operator process {pid} runs as system:serviceaccount:{ns}:{name}");
 
     // Leader election with the leader-election Role.
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns);
@@ -201,6 +203,7 @@ async fn install_operator_runs_under_the_chart_service_account_and_role() {
     );
 
     // SIGTERM: exit 0, the Lease released; nothing it tried was refused on the way.
+    let operator = running.0.pop().unwrap();
     assert!(operator.terminate(Duration::from_secs(30)), "operator exit 0; log {log}");
     let text = std::fs::read_to_string(&log).unwrap();
     for line in ["became leader", "leading: reconciling", "applied", "controllers stopped"] {

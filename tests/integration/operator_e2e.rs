@@ -68,7 +68,7 @@ async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() 
 
     let d = deployment_with_status_hash(&client, &ns, "customers", WAIT).await;
     let pods = run_pods(&client, &ns, &d, &dir).await;
-    assert_eq!(pods.len(), 2);
+    assert_eq!(pods.0.len(), 2);
     let events: Vec<(String, String)> =
         (0..3).flat_map(|seq| (0..20).map(move |i| event(&format!("C-{i}"), seq, false))).collect();
     produce(&topic, &events).await;

@@ -92,7 +92,9 @@ async fn example_end_to_end(format: Format) {
 
     let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &ns);
     let group = rtus.get(&name).await.unwrap().status.unwrap().consumer_group.unwrap();
-    eventually("every change event committed by the workers", WAIT, || {
+    let logs: Vec<String> = pods.0.iter().map(|p| p.log.display().to_string()).collect();
+    let what = format!("every change event committed by the workers (logs {logs:?})");
+    eventually(&what, WAIT, || {
         let (group, topics) = (group.clone(), topics.clone());
         async move {
             tokio::task::spawn_blocking(move || {
@@ -112,7 +114,6 @@ async fn example_end_to_end(format: Format) {
     let db = m::admin_client().await.database(&database);
     let actual = example.projections(&db).await;
     let expected = example.expected_sorted();
-    let logs: Vec<String> = pods.iter().map(|p| p.log.display().to_string()).collect();
     assert_eq!(
         actual,
         expected,
@@ -131,7 +132,7 @@ async fn example_end_to_end(format: Format) {
         "{}: {produced} change events -> {} ({} worker(s)), equal to expected-projections.json, in {:.1?}",
         format.name(),
         counts.join(", "),
-        pods.len(),
+        pods.0.len(),
         started.elapsed()
     );
     terminate(pods);

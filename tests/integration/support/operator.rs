@@ -139,18 +139,30 @@ pub async fn deployment_with_status_hash(
     .await
 }
 
+/// Local pods of a test; those still running when it is dropped (a failed test) are killed.
+pub struct Pods(pub Vec<LocalPod>);
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for pod in &mut self.0 {
+            let _ = pod.child.kill();
+            let _ = pod.child.wait();
+        }
+    }
+}
+
 /// Runs the Deployment's pod template as local processes of this build's `rtu` (`rtu
 /// local-workers` does the same), one per replica, with their files under `dir`.
-pub async fn run_pods(client: &Client, ns: &str, d: &Deployment, dir: &Path) -> Vec<LocalPod> {
+pub async fn run_pods(client: &Client, ns: &str, d: &Deployment, dir: &Path) -> Pods {
     let command =
         d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].command.clone();
     assert_eq!(command.unwrap(), ["rtu"], "the image's binary");
-    start_pods(client, ns, d, dir, Path::new(env!("CARGO_BIN_EXE_rtu"))).await.unwrap()
+    Pods(start_pods(client, ns, d, dir, Path::new(env!("CARGO_BIN_EXE_rtu"))).await.unwrap())
 }
 
 /// SIGTERM, as the kubelet does on a roll, and wait for each process to exit 0.
-pub fn terminate(pods: Vec<LocalPod>) {
-    for pod in pods {
+pub fn terminate(mut pods: Pods) {
+    for pod in std::mem::take(&mut pods.0) {
         let log = pod.log.clone();
         assert!(pod.terminate(Duration::from_secs(60)), "worker exit; log {}", log.display());
     }
