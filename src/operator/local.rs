@@ -60,6 +60,14 @@ pub enum LocalError {
         /// Why.
         source: kube::Error,
     },
+    /// An env var names a Secret or ConfigMap key that does not exist (and is not optional).
+    #[error("Deployment {deployment}: env {var}: the key it references does not exist")]
+    EnvKey {
+        /// The Deployment.
+        deployment: String,
+        /// The variable.
+        var: String,
+    },
     /// The kubeconfig to derive the ServiceAccount's from has no current cluster.
     #[error("kubeconfig: {0}")]
     Kubeconfig(&'static str),
@@ -154,7 +162,7 @@ pub async fn start_pods(
         let mut command = Command::new(binary);
         command.args(&args).stdout(out).stderr(err).stdin(Stdio::null());
         let pod_name = format!("{name}-{hash}-{replica}");
-        command.envs(container_env(&name, &pod, container, &pod_name, namespace)?);
+        command.envs(container_env(client, namespace, &name, &pod, container, &pod_name).await?);
         let child = command
             .spawn()
             .map_err(|source| LocalError::Spawn { binary: binary.display().to_string(), source })?;
@@ -164,38 +172,95 @@ pub async fn start_pods(
     Ok(pods)
 }
 
-/// The container's environment as the kubelet sets it for pod `pod_name`: literal values, and
-/// the downward-API fields a pod has without a node (`metadata.name`, `metadata.namespace`,
-/// `spec.serviceAccountName`); any other source is refused rather than left empty.
-fn container_env(
+/// The container's environment as the kubelet sets it for pod `pod_name` of `namespace`:
+/// literal values, Secret and ConfigMap keys (`secretKeyRef`, `configMapKeyRef`; a missing
+/// `optional` one is left out), and the downward-API fields a pod has without a node
+/// ([`field_value`]); any other source is refused rather than left empty.
+async fn container_env(
+    client: &Client,
+    namespace: &str,
     deployment: &str,
     pod: &PodSpec,
     container: &Container,
     pod_name: &str,
-    namespace: &str,
 ) -> Result<Vec<(String, String)>, LocalError> {
-    let template = |why| LocalError::Template(deployment.to_string(), why);
     let mut env = Vec::new();
     for var in container.env.clone().unwrap_or_default() {
-        let value = match (var.value, var.value_from) {
-            (Some(value), _) => value,
-            (None, None) => String::new(),
-            (None, Some(from)) => match from.field_ref.map(|f| f.field_path) {
-                Some(path) if path == "metadata.name" => pod_name.to_string(),
-                Some(path) if path == "metadata.namespace" => namespace.to_string(),
-                Some(path) if path == "spec.serviceAccountName" => {
-                    pod.service_account_name.clone().unwrap_or_else(|| "default".into())
-                }
-                _ => {
-                    return Err(template(
-                        "an env valueFrom other than metadata.name, metadata.namespace or spec.serviceAccountName",
-                    ));
-                }
-            },
+        let Some(from) = var.value_from else {
+            env.push((var.name, var.value.unwrap_or_default()));
+            continue;
         };
-        env.push((var.name, value));
+        let value = if let Some(field) = from.field_ref {
+            Some(field_value(&field.field_path, pod, pod_name, namespace).ok_or_else(|| {
+                LocalError::Template(deployment.to_string(), "an env fieldRef other than metadata.name, metadata.namespace or spec.serviceAccountName")
+            })?)
+        } else if let Some(key) = from.secret_key_ref {
+            let secret = read_opt::<Secret>(client, namespace, &key.name).await?;
+            let bytes = secret.and_then(|s| s.data?.remove(&key.key)).map(|b| b.0);
+            missing_optional(
+                bytes.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                key.optional,
+                &var.name,
+                deployment,
+            )?
+        } else if let Some(key) = from.config_map_key_ref {
+            let map = read_opt::<ConfigMap>(client, namespace, &key.name).await?;
+            missing_optional(
+                map.and_then(|m| m.data?.remove(&key.key)),
+                key.optional,
+                &var.name,
+                deployment,
+            )?
+        } else {
+            return Err(LocalError::Template(
+                deployment.to_string(),
+                "an env valueFrom a local process cannot have (resourceFieldRef, fileKeyRef)",
+            ));
+        };
+        env.extend(value.map(|v| (var.name, v)));
     }
     Ok(env)
+}
+
+/// The downward-API field `path` of pod `pod_name` in `namespace`, when a pod without a node
+/// has it.
+fn field_value(path: &str, pod: &PodSpec, pod_name: &str, namespace: &str) -> Option<String> {
+    match path {
+        "metadata.name" => Some(pod_name.to_string()),
+        "metadata.namespace" => Some(namespace.to_string()),
+        "spec.serviceAccountName" => {
+            Some(pod.service_account_name.clone().unwrap_or_else(|| "default".into()))
+        }
+        _ => None,
+    }
+}
+
+/// A key's value; a missing key is an error unless the reference is `optional`.
+fn missing_optional(
+    value: Option<String>,
+    optional: Option<bool>,
+    var: &str,
+    deployment: &str,
+) -> Result<Option<String>, LocalError> {
+    match (value, optional.unwrap_or(false)) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, true) => Ok(None),
+        (None, false) => {
+            Err(LocalError::EnvKey { deployment: deployment.to_string(), var: var.to_string() })
+        }
+    }
+}
+
+async fn read_opt<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>, LocalError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    Api::<K>::namespaced(client.clone(), namespace).get_opt(name).await.map_err(|source| {
+        LocalError::Read { what: format!("{} {namespace}/{name}", K::kind(&())), source }
+    })
 }
 
 /// A token of ServiceAccount `namespace/name` from the TokenRequest API (what the kubelet
@@ -307,7 +372,10 @@ pub async fn start_as_service_account(
     let child = Command::new(binary)
         .args(&args)
         .env_clear()
-        .envs(container_env(name, &pod, container, &format!("{name}-local"), namespace)?)
+        .envs(
+            container_env(client, namespace, name, &pod, container, &format!("{name}-local"))
+                .await?,
+        )
         .env("KUBECONFIG", &config_file)
         .stdout(out)
         .stderr(err)
@@ -453,51 +521,39 @@ fn stop(pods: Vec<LocalPod>) {
 
 #[cfg(test)]
 mod tests {
-    use k8s_openapi::api::core::v1::{Container, PodSpec};
+    use k8s_openapi::api::core::v1::PodSpec;
     use kube::config::Kubeconfig;
 
-    use super::{LocalError, container_env, token_kubeconfig};
-
-    fn container(env: serde_json::Value) -> (PodSpec, Container) {
-        let pod: PodSpec = serde_json::from_value(serde_json::json!({
-            "serviceAccountName": "rtu-operator",
-            "containers": [{ "name": "operator", "env": env }]
-        }))
-        .unwrap();
-        let container = pod.containers[0].clone();
-        (pod, container)
-    }
+    use super::{LocalError, field_value, missing_optional, token_kubeconfig};
 
     #[test]
-    fn env_resolves_values_and_the_pods_own_fields() {
-        let (pod, c) = container(serde_json::json!([
-            { "name": "A", "value": "1" },
-            { "name": "POD_NAME", "valueFrom": { "fieldRef": { "fieldPath": "metadata.name" } } },
-            { "name": "NS", "valueFrom": { "fieldRef": { "fieldPath": "metadata.namespace" } } },
-            { "name": "SA", "valueFrom": { "fieldRef": { "fieldPath": "spec.serviceAccountName" } } },
-            { "name": "EMPTY" }
-        ]));
-        let env = container_env("op", &pod, &c, "op-local", "rtu-system").unwrap();
-        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    fn the_pods_own_fields_are_resolved_and_node_fields_are_not() {
+        let pod: PodSpec = serde_json::from_value(
+            serde_json::json!({ "serviceAccountName": "rtu-operator", "containers": [] }),
+        )
+        .unwrap();
+        let value = |path| field_value(path, &pod, "op-local", "rtu-system");
+        assert_eq!(value("metadata.name").as_deref(), Some("op-local"));
+        assert_eq!(value("metadata.namespace").as_deref(), Some("rtu-system"));
+        assert_eq!(value("spec.serviceAccountName").as_deref(), Some("rtu-operator"));
+        assert_eq!(value("status.podIP"), None);
+        assert_eq!(value("spec.nodeName"), None);
+        let default = PodSpec::default();
         assert_eq!(
-            pairs,
-            [
-                ("A", "1"),
-                ("POD_NAME", "op-local"),
-                ("NS", "rtu-system"),
-                ("SA", "rtu-operator"),
-                ("EMPTY", "")
-            ]
+            field_value("spec.serviceAccountName", &default, "p", "n").as_deref(),
+            Some("default")
         );
     }
 
     #[test]
-    fn env_from_a_source_a_local_pod_cannot_have_is_refused() {
-        let (pod, c) = container(serde_json::json!([
-            { "name": "IP", "valueFrom": { "fieldRef": { "fieldPath": "status.podIP" } } }
-        ]));
-        let err = container_env("op", &pod, &c, "op-local", "ns").unwrap_err();
-        assert!(matches!(err, LocalError::Template(ref d, _) if d == "op"), "{err}");
+    fn a_missing_key_is_an_error_unless_optional() {
+        assert_eq!(
+            missing_optional(Some("v".into()), None, "A", "d").unwrap().as_deref(),
+            Some("v")
+        );
+        assert_eq!(missing_optional(None, Some(true), "A", "d").unwrap(), None);
+        let err = missing_optional(None, Some(false), "A", "d").unwrap_err();
+        assert!(matches!(err, LocalError::EnvKey { ref var, .. } if var == "A"), "{err}");
     }
 
     #[test]

@@ -60,7 +60,9 @@ async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() 
         json!({
             "metadata": { "name": "customers" },
             "spec": { "systemOfRecordRef": { "name": "crm" }, "replicas": 2,
-                      "worker": { "tuning": { "maxBatchWaitMs": 100, "commitIntervalMs": 200 } } }
+                      "worker": { "tuning": { "maxBatchWaitMs": 100, "commitIntervalMs": 200 },
+                                  "env": [ { "name": "FROM_SECRET", "valueFrom": {
+                                      "secretKeyRef": { "name": "mongo", "key": "uri" } } } ] } }
         }),
     )
     .await;
@@ -69,6 +71,10 @@ async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() 
     let d = deployment_with_status_hash(&client, &ns, "customers", WAIT).await;
     let pods = run_pods(&client, &ns, &d, &dir).await;
     assert_eq!(pods.0.len(), 2);
+    // The env as the kubelet sets it: a Secret key too.
+    let environ = std::fs::read(format!("/proc/{}/environ", pods.0[0].child.id())).unwrap();
+    let wanted = format!("FROM_SECRET={}", env().var("RTU_TEST_MONGODB_URI"));
+    assert!(environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()), "FROM_SECRET not set");
     let events: Vec<(String, String)> =
         (0..3).flat_map(|seq| (0..20).map(move |i| event(&format!("C-{i}"), seq, false))).collect();
     produce(&topic, &events).await;
