@@ -1,6 +1,8 @@
 //! The demo `scripts/demo.sh` runs on the local test servers: installs the chart with Helm,
-//! runs `rtu operator` and the workers its Deployment describes (`rtu local-workers`, as there
-//! is no kubelet here), applies a Debezium SystemOfRecord and a RealTimeUpdater, feeds change
+//! runs the operator Deployment it installed as the kubelet would (its command, args and env,
+//! with only its ServiceAccount's token: the chart's RBAC is all it has) and the workers the
+//! operator's Deployment describes (`rtu local-workers`; there is no kubelet here), applies a
+//! Debezium SystemOfRecord and a RealTimeUpdater, feeds change
 //! events and prints what happened: projection documents, pr-update events, the updater's
 //! status. The operator and the workers keep running afterwards; the last lines say how to
 //! look further and how to stop.
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, PostParams};
+use kube::config::Kubeconfig;
 use kube::{Client, ResourceExt};
 use mongodb::bson::{Document, doc};
 use rdkafka::ClientConfig;
@@ -21,6 +24,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
+use rtu_operator::operator::local::start_as_service_account;
 use serde_json::json;
 
 fn var(name: &str) -> String {
@@ -111,12 +115,32 @@ async fn main() {
         result.unwrap();
     }
 
-    step(&format!("rtu operator --namespace {ns}"));
-    let operator_log = run_dir.join("operator.log");
-    let operator = spawn(
-        &rtu,
-        &["operator", "--namespace", &ns, "--leader-election", "false", "--port", "0"],
-        &operator_log,
+    step(
+        "Deployment rtu-system/rtu-operator as a local process: its command, args and env, as ServiceAccount rtu-operator (a TokenRequest token, the chart's ClusterRole)",
+    );
+    let admin = Kubeconfig::read().unwrap();
+    let pod = start_as_service_account(
+        &client,
+        &admin,
+        "rtu-system",
+        "rtu-operator",
+        &run_dir,
+        std::path::Path::new(&rtu),
+    )
+    .await
+    .unwrap();
+    let operator = pod.child.id();
+    let operator_log = pod.log.clone();
+    println!(
+        "    rtu {} (pid {operator}, KUBECONFIG {}: the token only)",
+        std::fs::read_to_string(format!("/proc/{operator}/cmdline"))
+            .unwrap_or_default()
+            .split('\0')
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .trim(),
+        pod.dir.join("kubeconfig").display()
     );
 
     step(

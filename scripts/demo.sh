@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # scripts/demo.sh: the operator end to end on this machine. Starts the real servers (Kafka,
 # MongoDB, kube-apiserver + etcd + kube-controller-manager, with helm and kubectl) on
-# 127.0.0.1, installs the chart with helm, runs `rtu operator` and the workers its Deployment
-# describes (`rtu local-workers`: there is no kubelet here), applies a Debezium SystemOfRecord
+# 127.0.0.1, installs the chart with helm, runs the operator Deployment it installed as a kubelet
+# would (its args and env, with only its ServiceAccount's token) and the workers the operator's
+# Deployment describes (`rtu local-workers`: there is no kubelet here), applies a Debezium SystemOfRecord
 # and RealTimeUpdater, feeds change events and prints the projection documents, the pr-update
 # events and the updater's status (examples/demo.rs). Everything keeps running afterwards; the
 # last lines say how to look further and how to stop.

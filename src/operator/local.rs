@@ -2,8 +2,12 @@
 //! processes, one per replica, as a kubelet would run its pods: the container's command, args
 //! and env, the engine ConfigMap and the Secret keys it mounts written as files in a directory
 //! per pod, a telemetry port per pod (as each pod has its own network). When the Deployment's
-//! template changes, the old processes get SIGTERM and new ones start. For demos and
-//! development on a machine with an API server but no nodes; a cluster does not need it.
+//! template changes, the old processes get SIGTERM and new ones start. The same for the
+//! operator's own Deployment ([`start_as_service_account`]): its container runs with the
+//! pod's ServiceAccount identity (a TokenRequest token in a kubeconfig of its own) and nothing
+//! else from this process's environment, so it has exactly the rights its RBAC grants. For
+//! demos, tests and development on a machine with an API server but no nodes; a cluster does
+//! not need it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,7 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{ConfigMap, Container, PodSpec, Secret, ServiceAccount};
+use kube::api::PostParams;
+use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedContext};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
@@ -43,6 +50,27 @@ pub enum LocalError {
     /// The rendered engine config could not be read back.
     #[error(transparent)]
     Config(#[from] crate::config::LoadError),
+    /// The TokenRequest for the pod's ServiceAccount failed.
+    #[error("token for ServiceAccount {namespace}/{name}: {source}")]
+    Token {
+        /// The ServiceAccount's namespace.
+        namespace: String,
+        /// Its name.
+        name: String,
+        /// Why.
+        source: kube::Error,
+    },
+    /// An env var names a Secret or ConfigMap key that does not exist (and is not optional).
+    #[error("Deployment {deployment}: env {var}: the key it references does not exist")]
+    EnvKey {
+        /// The Deployment.
+        deployment: String,
+        /// The variable.
+        var: String,
+    },
+    /// The kubeconfig to derive the ServiceAccount's from has no current cluster.
+    #[error("kubeconfig: {0}")]
+    Kubeconfig(&'static str),
     /// A process could not be started.
     #[error("start {binary}: {source}")]
     Spawn {
@@ -61,7 +89,8 @@ pub struct LocalPod {
     pub dir: PathBuf,
     /// Its stdout and stderr.
     pub log: PathBuf,
-    /// The config hash of the template it runs.
+    /// The config hash of the template it runs (empty for a Deployment the operator did not
+    /// render, e.g. its own).
     pub hash: String,
 }
 
@@ -132,9 +161,8 @@ pub async fn start_pods(
         let err = out.try_clone().map_err(|source| write_error(&log, source))?;
         let mut command = Command::new(binary);
         command.args(&args).stdout(out).stderr(err).stdin(Stdio::null());
-        for var in container.env.clone().unwrap_or_default() {
-            command.env(var.name, var.value.unwrap_or_default());
-        }
+        let pod_name = format!("{name}-{hash}-{replica}");
+        command.envs(container_env(client, namespace, &name, &pod, container, &pod_name).await?);
         let child = command
             .spawn()
             .map_err(|source| LocalError::Spawn { binary: binary.display().to_string(), source })?;
@@ -142,6 +170,220 @@ pub async fn start_pods(
         pods.push(LocalPod { child, dir: root, log, hash: hash.clone() });
     }
     Ok(pods)
+}
+
+/// The container's environment as the kubelet sets it for pod `pod_name` of `namespace`:
+/// literal values, Secret and ConfigMap keys (`secretKeyRef`, `configMapKeyRef`; a missing
+/// `optional` one is left out), and the downward-API fields a pod has without a node
+/// ([`field_value`]); any other source is refused rather than left empty.
+async fn container_env(
+    client: &Client,
+    namespace: &str,
+    deployment: &str,
+    pod: &PodSpec,
+    container: &Container,
+    pod_name: &str,
+) -> Result<Vec<(String, String)>, LocalError> {
+    let mut env = Vec::new();
+    for var in container.env.clone().unwrap_or_default() {
+        let Some(from) = var.value_from else {
+            env.push((var.name, var.value.unwrap_or_default()));
+            continue;
+        };
+        let value = if let Some(field) = from.field_ref {
+            Some(field_value(&field.field_path, pod, pod_name, namespace).ok_or_else(|| {
+                LocalError::Template(deployment.to_string(), "an env fieldRef other than metadata.name, metadata.namespace or spec.serviceAccountName")
+            })?)
+        } else if let Some(key) = from.secret_key_ref {
+            let secret = read_opt::<Secret>(client, namespace, &key.name).await?;
+            let bytes = secret.and_then(|s| s.data?.remove(&key.key)).map(|b| b.0);
+            missing_optional(
+                bytes.map(|b| String::from_utf8_lossy(&b).into_owned()),
+                key.optional,
+                &var.name,
+                deployment,
+            )?
+        } else if let Some(key) = from.config_map_key_ref {
+            let map = read_opt::<ConfigMap>(client, namespace, &key.name).await?;
+            missing_optional(
+                map.and_then(|m| m.data?.remove(&key.key)),
+                key.optional,
+                &var.name,
+                deployment,
+            )?
+        } else {
+            return Err(LocalError::Template(
+                deployment.to_string(),
+                "an env valueFrom a local process cannot have (resourceFieldRef, fileKeyRef)",
+            ));
+        };
+        env.extend(value.map(|v| (var.name, v)));
+    }
+    Ok(env)
+}
+
+/// The downward-API field `path` of pod `pod_name` in `namespace`, when a pod without a node
+/// has it.
+fn field_value(path: &str, pod: &PodSpec, pod_name: &str, namespace: &str) -> Option<String> {
+    match path {
+        "metadata.name" => Some(pod_name.to_string()),
+        "metadata.namespace" => Some(namespace.to_string()),
+        "spec.serviceAccountName" => {
+            Some(pod.service_account_name.clone().unwrap_or_else(|| "default".into()))
+        }
+        _ => None,
+    }
+}
+
+/// A key's value; a missing key is an error unless the reference is `optional`.
+fn missing_optional(
+    value: Option<String>,
+    optional: Option<bool>,
+    var: &str,
+    deployment: &str,
+) -> Result<Option<String>, LocalError> {
+    match (value, optional.unwrap_or(false)) {
+        (Some(v), _) => Ok(Some(v)),
+        (None, true) => Ok(None),
+        (None, false) => {
+            Err(LocalError::EnvKey { deployment: deployment.to_string(), var: var.to_string() })
+        }
+    }
+}
+
+async fn read_opt<K>(client: &Client, namespace: &str, name: &str) -> Result<Option<K>, LocalError>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned,
+{
+    Api::<K>::namespaced(client.clone(), namespace).get_opt(name).await.map_err(|source| {
+        LocalError::Read { what: format!("{} {namespace}/{name}", K::kind(&())), source }
+    })
+}
+
+/// A token of ServiceAccount `namespace/name` from the TokenRequest API (what the kubelet
+/// projects into a pod), valid for `seconds`.
+pub async fn service_account_token(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    seconds: i64,
+) -> Result<String, LocalError> {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec { expiration_seconds: Some(seconds), ..Default::default() }),
+        ..Default::default()
+    };
+    let error =
+        |source| LocalError::Token { namespace: namespace.into(), name: name.into(), source };
+    let answer = Api::<ServiceAccount>::namespaced(client.clone(), namespace)
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .map_err(error)?;
+    Ok(answer.status.and_then(|s| s.token).unwrap_or_default())
+}
+
+/// A kubeconfig with `admin`'s current cluster (address and CA) and `token` as its only
+/// user: no other credential of `admin` is in it.
+pub fn token_kubeconfig(
+    admin: &Kubeconfig,
+    user: &str,
+    token: &str,
+) -> Result<Kubeconfig, LocalError> {
+    let current =
+        admin.current_context.as_deref().ok_or(LocalError::Kubeconfig("no current-context"))?;
+    let cluster_name = admin
+        .contexts
+        .iter()
+        .find(|c| c.name == current)
+        .and_then(|c| c.context.as_ref())
+        .map(|c| c.cluster.clone())
+        .ok_or(LocalError::Kubeconfig("the current context names no cluster"))?;
+    let cluster = admin
+        .clusters
+        .iter()
+        .find(|c| c.name == cluster_name)
+        .cloned()
+        .ok_or(LocalError::Kubeconfig("the current context's cluster is not in it"))?;
+    Ok(Kubeconfig {
+        clusters: vec![cluster],
+        auth_infos: vec![NamedAuthInfo {
+            name: user.to_string(),
+            auth_info: Some(AuthInfo {
+                token: Some(token.to_string().into()),
+                ..Default::default()
+            }),
+            other: BTreeMap::new(),
+        }],
+        contexts: vec![NamedContext {
+            name: user.to_string(),
+            context: Some(Context {
+                cluster: cluster_name,
+                user: Some(user.to_string()),
+                ..Default::default()
+            }),
+            other: BTreeMap::new(),
+        }],
+        current_context: Some(user.to_string()),
+        ..Default::default()
+    })
+}
+
+/// Starts the first container of Deployment `namespace/name` as a process of `binary` (for its
+/// `command[0]`) as the kubelet would start one of its pods: its args, its env
+/// ([`container_env`], pod name `<name>-local`), and as credentials only a token of the pod's
+/// ServiceAccount, in a kubeconfig under `dir` (cluster address and CA from `admin`) that
+/// `KUBECONFIG` names; nothing else of this process's environment is passed on. The pod's own
+/// network is the one thing a process cannot have: an arg `--port=P` for a declared
+/// `containerPort` P becomes `--port=0` (a free port).
+pub async fn start_as_service_account(
+    client: &Client,
+    admin: &Kubeconfig,
+    namespace: &str,
+    name: &str,
+    dir: &Path,
+    binary: &Path,
+) -> Result<LocalPod, LocalError> {
+    let template = |why| LocalError::Template(name.to_string(), why);
+    let d = Api::<Deployment>::namespaced(client.clone(), namespace).get(name).await.map_err(
+        |source| LocalError::Read { what: format!("Deployment {namespace}/{name}"), source },
+    )?;
+    let hash = template_hash(&d).unwrap_or_default();
+    let pod = d.spec.and_then(|s| s.template.spec).ok_or_else(|| template("no pod spec"))?;
+    let container = pod.containers.first().ok_or_else(|| template("no container"))?;
+    let account = pod.service_account_name.clone().unwrap_or_else(|| "default".into());
+    let token = service_account_token(client, namespace, &account, 24 * 3600).await?;
+    let kubeconfig = token_kubeconfig(admin, &account, &token)?;
+    let root = dir.join(format!("{name}-local"));
+    std::fs::create_dir_all(&root).map_err(|source| write_error(&root, source))?;
+    let config_file = root.join("kubeconfig");
+    let text = serde_json::to_string_pretty(&kubeconfig).unwrap_or_default();
+    std::fs::write(&config_file, text).map_err(|source| write_error(&config_file, source))?;
+    let ports: Vec<String> =
+        container.ports.iter().flatten().map(|p| format!("--port={}", p.container_port)).collect();
+    let args: Vec<String> = (container.command.clone().unwrap_or_default().into_iter().skip(1))
+        .chain(container.args.clone().unwrap_or_default())
+        .map(|a| if ports.contains(&a) { "--port=0".to_string() } else { a })
+        .collect();
+    let log = root.join("process.log");
+    let out = std::fs::File::create(&log).map_err(|source| write_error(&log, source))?;
+    let err = out.try_clone().map_err(|source| write_error(&log, source))?;
+    let child = Command::new(binary)
+        .args(&args)
+        .env_clear()
+        .envs(
+            container_env(client, namespace, name, &pod, container, &format!("{name}-local"))
+                .await?,
+        )
+        .env("KUBECONFIG", &config_file)
+        .stdout(out)
+        .stderr(err)
+        .stdin(Stdio::null())
+        .spawn()
+        .map_err(|source| LocalError::Spawn { binary: binary.display().to_string(), source })?;
+    info!(deployment = %name, service_account = %account, pid = child.id(), dir = %root.display(), "local pod started");
+    Ok(LocalPod { child, dir: root, log, hash })
 }
 
 fn write_error(path: &Path, source: std::io::Error) -> LocalError {
@@ -274,5 +516,64 @@ fn stop(pods: Vec<LocalPod>) {
         if !pod.terminate(Duration::from_secs(30)) {
             warn!(log = %log.display(), "a local worker did not exit cleanly");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::api::core::v1::PodSpec;
+    use kube::config::Kubeconfig;
+
+    use super::{LocalError, field_value, missing_optional, token_kubeconfig};
+
+    #[test]
+    fn the_pods_own_fields_are_resolved_and_node_fields_are_not() {
+        let pod: PodSpec = serde_json::from_value(
+            serde_json::json!({ "serviceAccountName": "rtu-operator", "containers": [] }),
+        )
+        .unwrap();
+        let value = |path| field_value(path, &pod, "op-local", "rtu-system");
+        assert_eq!(value("metadata.name").as_deref(), Some("op-local"));
+        assert_eq!(value("metadata.namespace").as_deref(), Some("rtu-system"));
+        assert_eq!(value("spec.serviceAccountName").as_deref(), Some("rtu-operator"));
+        assert_eq!(value("status.podIP"), None);
+        assert_eq!(value("spec.nodeName"), None);
+        let default = PodSpec::default();
+        assert_eq!(
+            field_value("spec.serviceAccountName", &default, "p", "n").as_deref(),
+            Some("default")
+        );
+    }
+
+    #[test]
+    fn a_missing_key_is_an_error_unless_optional() {
+        assert_eq!(
+            missing_optional(Some("v".into()), None, "A", "d").unwrap().as_deref(),
+            Some("v")
+        );
+        assert_eq!(missing_optional(None, Some(true), "A", "d").unwrap(), None);
+        let err = missing_optional(None, Some(false), "A", "d").unwrap_err();
+        assert!(matches!(err, LocalError::EnvKey { ref var, .. } if var == "A"), "{err}");
+    }
+
+    #[test]
+    fn token_kubeconfig_keeps_the_cluster_and_drops_every_other_credential() {
+        let admin: Kubeconfig = crate::yaml::from_str(
+            "apiVersion: v1\nkind: Config\n\
+             clusters:\n- name: c\n  cluster: {server: 'https://127.0.0.1:6443', certificate-authority-data: Q0E=}\n\
+             - name: other\n  cluster: {server: 'https://10.0.0.1'}\n\
+             users:\n- name: admin\n  user: {client-certificate-data: Y2VydA==, client-key-data: a2V5}\n\
+             contexts:\n- name: ctx\n  context: {cluster: c, user: admin}\ncurrent-context: ctx\n",
+        )
+        .unwrap();
+        let config = token_kubeconfig(&admin, "rtu-operator", "t0ken").unwrap();
+        let text = serde_json::to_string(&config).unwrap();
+        assert!(!text.contains("Y2VydA==") && !text.contains("a2V5") && !text.contains("10.0.0.1"));
+        assert_eq!(config.clusters.len(), 1);
+        let cluster = config.clusters[0].cluster.clone().unwrap();
+        assert_eq!(cluster.server.as_deref(), Some("https://127.0.0.1:6443"));
+        assert_eq!(cluster.certificate_authority_data.as_deref(), Some("Q0E="));
+        assert!(text.contains("\"token\":\"t0ken\""), "{text}");
+        assert_eq!(config.current_context.as_deref(), Some("rtu-operator"));
     }
 }

@@ -20,7 +20,7 @@ fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn chart() -> PathBuf {
+pub(crate) fn chart() -> PathBuf {
     repo().join("charts/rtu-operator")
 }
 
@@ -43,7 +43,7 @@ fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
     child.wait_with_output().unwrap_or_else(|e| panic!("waiting for {what}: {e}"))
 }
 
-fn helm(args: &[&str]) -> Output {
+pub(crate) fn helm(args: &[&str]) -> Output {
     let home = client_home();
     let mut cmd = Command::new(env().var("RTU_TEST_HELM"));
     cmd.args(args)
@@ -65,7 +65,7 @@ fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
 }
 
 /// stdout of a command that must succeed; otherwise fail with what it printed.
-fn ok(out: Output, what: &str) -> String {
+pub(crate) fn ok(out: Output, what: &str) -> String {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{what} failed ({}):\n{stderr}\n{stdout}", out.status);

@@ -6,53 +6,23 @@
 //! events become projection documents; an edit of the RealTimeUpdater is re-rendered, and the
 //! restarted workers run the new config.
 
-use std::path::Path;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use mongodb::bson::{Document, doc};
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
-use rtu_operator::operator::local::{LocalPod, start_pods};
 use serde_json::json;
 
 use crate::support::engine::{event, produce};
 use crate::support::kafka::{create_topic, read_topic};
-use crate::support::operator::{Operator, create};
+use crate::support::operator::{
+    Operator, create, deployment_with_status_hash, run_pods, terminate,
+};
 use crate::support::{env, eventually, kube as k, mongodb as m, unique_name};
 
 const WAIT: Duration = Duration::from_secs(90);
-
-/// Runs the Deployment's pod template as local processes (`rtu local-workers` does the same).
-async fn run_pods(client: &Client, ns: &str, d: &Deployment, dir: &Path) -> Vec<LocalPod> {
-    let command =
-        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].command.clone();
-    assert_eq!(command.unwrap(), ["rtu"], "the image's binary");
-    start_pods(client, ns, d, dir, Path::new(env!("CARGO_BIN_EXE_rtu"))).await.unwrap()
-}
-
-/// SIGTERM, as the kubelet does on a roll, and wait for each process to exit 0.
-fn terminate(pods: Vec<LocalPod>) {
-    for pod in pods {
-        let log = pod.log.clone();
-        assert!(pod.terminate(Duration::from_secs(60)), "worker exit; log {}", log.display());
-    }
-}
-
-async fn deployment_with_status_hash(client: &Client, ns: &str, name: &str) -> Deployment {
-    eventually("the Deployment built from the current config", WAIT, || async {
-        let rtu = Api::<RealTimeUpdater>::namespaced(client.clone(), ns).get(name).await.ok()?;
-        let status = rtu.status?;
-        (status.observed_generation == rtu.metadata.generation).then_some(())?;
-        let hash = status.config_hash?;
-        let d = Api::<Deployment>::namespaced(client.clone(), ns).get_opt(name).await.ok()??;
-        let template = d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?;
-        (template.get("rtu.fastdata.dev/config-hash") == Some(&hash)).then_some(d)
-    })
-    .await
-}
 
 #[tokio::test]
 async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() {
@@ -90,15 +60,21 @@ async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() 
         json!({
             "metadata": { "name": "customers" },
             "spec": { "systemOfRecordRef": { "name": "crm" }, "replicas": 2,
-                      "worker": { "tuning": { "maxBatchWaitMs": 100, "commitIntervalMs": 200 } } }
+                      "worker": { "tuning": { "maxBatchWaitMs": 100, "commitIntervalMs": 200 },
+                                  "env": [ { "name": "FROM_SECRET", "valueFrom": {
+                                      "secretKeyRef": { "name": "mongo", "key": "uri" } } } ] } }
         }),
     )
     .await;
     let rtus: Api<RealTimeUpdater> = Api::namespaced(client.clone(), &ns);
 
-    let d = deployment_with_status_hash(&client, &ns, "customers").await;
+    let d = deployment_with_status_hash(&client, &ns, "customers", WAIT).await;
     let pods = run_pods(&client, &ns, &d, &dir).await;
-    assert_eq!(pods.len(), 2);
+    assert_eq!(pods.0.len(), 2);
+    // The env as the kubelet sets it: a Secret key too.
+    let environ = std::fs::read(format!("/proc/{}/environ", pods.0[0].child.id())).unwrap();
+    let wanted = format!("FROM_SECRET={}", env().var("RTU_TEST_MONGODB_URI"));
+    assert!(environ.split(|b| *b == 0).any(|v| v == wanted.as_bytes()), "FROM_SECRET not set");
     let events: Vec<(String, String)> =
         (0..3).flat_map(|seq| (0..20).map(move |i| event(&format!("C-{i}"), seq, false))).collect();
     produce(&topic, &events).await;
@@ -123,7 +99,7 @@ async fn operator_e2e_workers_run_the_rendered_deployment_and_pick_up_an_edit() 
     .await
     .unwrap();
     let rolled = eventually("a new template", WAIT, || async {
-        let d2 = deployment_with_status_hash(&client, &ns, "customers").await;
+        let d2 = deployment_with_status_hash(&client, &ns, "customers", WAIT).await;
         let hash = |d: &Deployment| {
             d.spec
                 .clone()?

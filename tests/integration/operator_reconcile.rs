@@ -15,6 +15,8 @@ use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
 use rtu_operator::config::EngineConfig;
 use serde_json::{Value, json};
 
+use crate::support::events::Format;
+use crate::support::examples::Example;
 use crate::support::operator::{IMAGE, Operator, create};
 use crate::support::{eventually, kube as k};
 
@@ -547,42 +549,22 @@ async fn operator_crds_openapi_describes_every_field() {
     }
 }
 
-/// The commented examples in `examples/operator/` are accepted by the API server (schema and
-/// CEL rules) and reconciled by the operator once their Secrets exist.
+/// The commented examples in `examples/operator/<format>/` are accepted by the API server
+/// (schema and CEL rules) as written, and reconciled by the operator once their Secrets exist
+/// (all three side by side in one namespace).
 #[tokio::test]
 async fn operator_examples_are_accepted_and_reconciled() {
     let client = k::client().await;
     let ns = k::namespace(&client, "op-examples").await;
     let operator = Operator::start(&client, &ns).await;
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/operator");
-    let read = |file: &str| -> Value {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap();
-        rtu_operator::yaml::from_str::<Value>(&text).unwrap_or_else(|e| panic!("{file}: {e}"))
-    };
-    for (name, data) in [
-        ("crm-mongodb", json!({ "uri": "mongodb://mongo:27017" })),
-        (
-            "crm-kafka",
-            json!({ "username": "u", "password": "p", "ca.crt": "-----BEGIN CERTIFICATE-----" }),
-        ),
-    ] {
-        create::<Secret>(&client, &ns, json!({ "metadata": { "name": name }, "stringData": data }))
-            .await;
+    for format in Format::ALL {
+        let example = Example::load(format);
+        example.apply(&client, &ns).await;
+        let rtu =
+            condition(&client, &ns, example.name(), "Degraded", "False", Some("Reconciled")).await;
+        let projections = example.sor["spec"]["projections"].as_array().unwrap().len();
+        assert_eq!(rtu.status.unwrap().projections.len(), projections, "{format:?}");
     }
-    create::<ConfigMap>(&client, &ns, read("schemas.yaml")).await;
-    let sor: SystemOfRecord = serde_json::from_value(read("system-of-record.yaml")).unwrap();
-    let rtu: RealTimeUpdater = serde_json::from_value(read("realtime-updater.yaml")).unwrap();
-    let apply = PatchParams::apply("rtu-operator-tests");
-    Api::<SystemOfRecord>::namespaced(client.clone(), &ns)
-        .patch("crm", &apply, &Patch::Apply(&sor))
-        .await
-        .unwrap();
-    Api::<RealTimeUpdater>::namespaced(client.clone(), &ns)
-        .patch("crm", &apply, &Patch::Apply(&rtu))
-        .await
-        .unwrap();
-    let rtu = condition(&client, &ns, "crm", "Degraded", "False", Some("Reconciled")).await;
-    assert_eq!(rtu.status.unwrap().projections.len(), 2);
     operator.stop().await;
     k::delete_namespace(&client, &ns).await;
 }

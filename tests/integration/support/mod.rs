@@ -2,6 +2,10 @@
 //! `scripts/testenv up` writes), unique names so tests run in parallel, and polling helpers.
 
 pub mod engine;
+// The generator's events (examples/generate_events), checked by operator_examples.rs.
+#[path = "../../../examples/generate_events/events.rs"]
+pub mod events;
+pub mod examples;
 pub mod kafka;
 pub mod kube;
 pub mod mongodb;

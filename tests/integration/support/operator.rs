@@ -1,12 +1,17 @@
-//! The operator for tests: the CRDs installed from `rtu crd`'s types, and the controllers run
-//! in-process against the real API server, scoped to one test namespace.
+//! The operator for tests: the CRDs installed from `rtu crd`'s types, the controllers run
+//! in-process against the real API server, scoped to one test namespace, and the kubelet's
+//! part: the worker Deployment they render run as local processes.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
+use rtu_operator::api::RealTimeUpdater;
+use rtu_operator::operator::local::{LocalPod, start_pods};
 use rtu_operator::operator::reconcile::Context;
 use rtu_operator::operator::validate::Settings;
 use rtu_operator::operator::{self, Scope};
@@ -112,4 +117,53 @@ where
         .create(&kube::api::PostParams::default(), &value)
         .await
         .unwrap_or_else(|e| panic!("creating a {} in {ns}: {e}", K::kind(&())))
+}
+
+/// The Deployment of RealTimeUpdater `name` once it is built from the updater's current
+/// generation (its template carries the config hash the status reports).
+pub async fn deployment_with_status_hash(
+    client: &Client,
+    ns: &str,
+    name: &str,
+    timeout: Duration,
+) -> Deployment {
+    eventually("the Deployment built from the current config", timeout, || async {
+        let rtu = Api::<RealTimeUpdater>::namespaced(client.clone(), ns).get(name).await.ok()?;
+        let status = rtu.status?;
+        (status.observed_generation == rtu.metadata.generation).then_some(())?;
+        let hash = status.config_hash?;
+        let d = Api::<Deployment>::namespaced(client.clone(), ns).get_opt(name).await.ok()??;
+        let template = d.spec.as_ref()?.template.metadata.as_ref()?.annotations.as_ref()?;
+        (template.get("rtu.fastdata.dev/config-hash") == Some(&hash)).then_some(d)
+    })
+    .await
+}
+
+/// Local pods of a test; those still running when it is dropped (a failed test) are killed.
+pub struct Pods(pub Vec<LocalPod>);
+
+impl Drop for Pods {
+    fn drop(&mut self) {
+        for pod in &mut self.0 {
+            let _ = pod.child.kill();
+            let _ = pod.child.wait();
+        }
+    }
+}
+
+/// Runs the Deployment's pod template as local processes of this build's `rtu` (`rtu
+/// local-workers` does the same), one per replica, with their files under `dir`.
+pub async fn run_pods(client: &Client, ns: &str, d: &Deployment, dir: &Path) -> Pods {
+    let command =
+        d.spec.as_ref().unwrap().template.spec.as_ref().unwrap().containers[0].command.clone();
+    assert_eq!(command.unwrap(), ["rtu"], "the image's binary");
+    Pods(start_pods(client, ns, d, dir, Path::new(env!("CARGO_BIN_EXE_rtu"))).await.unwrap())
+}
+
+/// SIGTERM, as the kubelet does on a roll, and wait for each process to exit 0.
+pub fn terminate(mut pods: Pods) {
+    for pod in std::mem::take(&mut pods.0) {
+        let log = pod.log.clone();
+        assert!(pod.terminate(Duration::from_secs(60)), "worker exit; log {}", log.display());
+    }
 }
