@@ -5,7 +5,8 @@
 //! Debezium SystemOfRecord and a RealTimeUpdater, feeds change
 //! events and prints what happened: projection documents, pr-update events, the updater's
 //! status. The operator and the workers keep running afterwards; the last lines say how to
-//! look further and how to stop.
+//! look further and how to stop. With `RTU_DEMO_STOP=1` (as `scripts/test.sh` runs it) they
+//! get SIGTERM at the end instead, and the demo fails unless both exit 0.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
 use std::path::PathBuf;
@@ -310,6 +311,29 @@ async fn main() {
         "    (Ready stays False here: no kubelet reports the pods ready; the local workers are the pods' stand-ins)"
     );
 
+    if std::env::var("RTU_DEMO_STOP").is_ok_and(|v| v == "1") {
+        let mut operator_process = pod.child;
+        for (what, pid) in [("rtu local-workers", workers), ("rtu operator", operator)] {
+            Command::new("kill").args(["-TERM", &pid.to_string()]).status().unwrap();
+            println!("    SIGTERM to {what} (pid {pid})");
+        }
+        let status = operator_process.wait().unwrap();
+        assert!(
+            status.success(),
+            "rtu operator exited with {status}; log: {}",
+            operator_log.display()
+        );
+        wait(&format!("rtu local-workers (pid {workers}) to exit"), || async {
+            let stat = std::fs::read_to_string(format!("/proc/{workers}/stat")).unwrap_or_default();
+            // Gone, or a zombie (exited; its parent is this process).
+            (stat.is_empty()
+                || stat.rsplit(')').next().is_some_and(|s| s.trim_start().starts_with('Z')))
+            .then_some(())
+        })
+        .await;
+        println!("\nDone in {:.0?}; the operator and the workers stopped.", started.elapsed());
+        return;
+    }
     println!(
         "\nDone in {:.0?}. Still running: rtu operator (pid {operator}) and rtu local-workers (pid {workers}).
 Look further:

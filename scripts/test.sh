@@ -5,7 +5,9 @@
 #   2. scripts/testenv up   (installs Kafka, MongoDB, kube-apiserver/etcd/KCM into
 #                           ~/.cache/rtu-testenv on first use, then starts them on 127.0.0.1)
 #   3. cargo test           (unit + integration tests against those servers)
-#   4. scripts/testenv down (always; logs stay in .testinfra/ for a failed run)
+#   4. scripts/demo.sh      (the README's first command, on the same servers; its operator and
+#                           workers stopped at the end: RTU_DEMO_STOP=1)
+#   5. scripts/testenv down (always; logs stay in .testinfra/ for a failed run)
 #
 # Needs the toolchains only: cargo, go, java 17 + mvn, python3, openssl, curl.
 set -euo pipefail
@@ -44,3 +46,6 @@ eval "$(scripts/testenv env)"
 step "cargo test"
 # Benchmarks (benches/) are not tests: scripts/bench-engine.sh runs them.
 cargo test --locked --lib --bins --tests
+
+step "scripts/demo.sh (the helm-installed operator under its ServiceAccount and ClusterRole)"
+RTU_DEMO_STOP=1 scripts/demo.sh
