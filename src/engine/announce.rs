@@ -20,7 +20,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::time::Instant;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::config::{EngineConfig, PrUpdateFormat, ReadProjection, SecretError, function_name};
 use crate::engine::encode;
@@ -28,7 +28,8 @@ use crate::engine::functions;
 use crate::engine::kafka::producer_config;
 use crate::engine::outputs::{
     self, CONTEXT_HEADER, Change, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError,
-    PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA, ProjectionChangesError, SV_TRIGGER_SCHEMA,
+    PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA, PendingChange, ProjectionChangesError,
+    SV_TRIGGER_SCHEMA,
 };
 use crate::engine::projection::Source;
 use crate::engine::script::{CallError, ScriptError, ScriptHost};
@@ -490,26 +491,30 @@ impl Announcer {
         if latest.is_empty() {
             return Ok(());
         }
-        let now = DateTime::now();
-        let updates = latest
+        let pending: Vec<PendingChange<'_>> = latest
             .iter()
-            .map(|(id, kafka)| {
-                outputs::projection_change_update(&id.single_view, &id.identifier, kafka, now)
+            .map(|(id, kafka)| PendingChange {
+                single_view_type: &id.single_view,
+                identifier: &id.identifier,
+                kafka,
             })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|source| {
-                AnnounceError::ProjectionChanges(ProjectionChangesError::Encode {
-                    collection: collection.clone(),
-                    source,
-                })
-            })?;
-        // One identifier is in one slice at most, so the slices go out concurrently (one
-        // ordered command holds one mongod thread).
-        let slices = updates.len().div_ceil(self.writes_in_flight.max(1)).max(1);
-        let sends = updates
-            .chunks(slices)
-            .map(|chunk| outputs::upsert_projection_changes(&self.db, collection, chunk));
-        futures::future::try_join_all(sends).await.map_err(AnnounceError::ProjectionChanges)?;
+            .collect();
+        let recorded = outputs::record_projection_changes(
+            &self.db,
+            collection,
+            &pending,
+            DateTime::now(),
+            self.writes_in_flight,
+        )
+        .await
+        .map_err(AnnounceError::ProjectionChanges)?;
+        if recorded.fell_back {
+            info!(
+                collection = %collection,
+                changes = pending.len(),
+                "projection changes: a document appeared or went between the look-up and the writes; the batch was written again one upsert per change"
+            );
+        }
         let mut counts: HashMap<&str, u64> = HashMap::new();
         for (id, _) in latest {
             *counts.entry(id.single_view.as_str()).or_default() += 1;

@@ -1,7 +1,8 @@
 //! Projection changes (SPEC §4.2) on the real mongod: the document one change creates (vector
 //! #39), a burst refreshing the pending `NEW` element (#43), a change arriving while the
 //! single-view creator works appending one, `$` strings stored literally, the indexes, one
-//! `update` command per batch, concurrent creation and a refused statement.
+//! `update` command per batch, concurrent creation and a refused statement; the batched
+//! recording ending as the upserts do, and its fallback.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,8 +13,9 @@ use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
 use rtu_operator::engine::outputs::{
-    ChangeUpsert, ProjectionChangesError, ensure_projection_change_indexes,
-    projection_change_update, upsert_projection_changes,
+    ChangeUpsert, PendingChange, ProjectionChangesError, Recorded,
+    ensure_projection_change_indexes, projection_change_update, record_projection_changes,
+    upsert_projection_changes,
 };
 use rtu_operator::engine::projection::Source;
 
@@ -264,5 +266,121 @@ async fn projection_changes_refused_statement_is_an_error_naming_it() {
         .map(|v| v.as_str().unwrap().to_string())
         .collect();
     assert_eq!(written, ["C-1"]);
+    db.drop().await.unwrap();
+}
+
+/// Every document of `coll`, without `_id`, sorted by type and identifier.
+async fn all_documents(coll: &Collection<Document>) -> Vec<Document> {
+    let mut cursor = coll.find(doc! {}).await.unwrap();
+    let mut out = Vec::new();
+    while cursor.advance().await.unwrap() {
+        let mut d = cursor.deserialize_current().unwrap();
+        d.remove("_id");
+        out.push(d);
+    }
+    out.sort_by_key(|d| format!("{:?} {:?}", d.get("type"), d.get("identifier")));
+    out
+}
+
+/// The single-view creator's moves, applied alike to both collections of the comparison.
+async fn take(coll: &Collection<Document>, customer: &str, state: &str) {
+    let filter = doc! { "type": "sv_customers", "identifier": { "customerId": customer }, "changes.state": "NEW" };
+    let set = doc! { "$set": { "changes.$.state": state, "changes.$.inProgressAt": DateTime::from_millis(W1) } };
+    assert_eq!(coll.update_one(filter, set).await.unwrap().modified_count, 1);
+}
+
+#[tokio::test]
+async fn projection_changes_batched_recording_ends_as_the_upserts_do() {
+    // The same batches, written one upsert per change into `upserts` and batched (look-up,
+    // multi-document updates, inserts) into `batched`: the documents end equal, whatever the
+    // state the single-view creator left them in, across two types and over 100 identifiers
+    // per type (several update statements).
+    let (db, upserts) = fresh_db("pc_batched_a").await;
+    let (db_b, batched) = fresh_db("pc_batched_b").await;
+    let customer = |n: usize| doc! { "customerId": format!("C-{n}") };
+    let order = |n: usize| doc! { "orderId": format!("O-{n}"), "line": 1_i32 };
+    let ids: Vec<(&str, Document)> = (0..250)
+        .map(|n| ("sv_customers", customer(n)))
+        .chain((0..20).map(|n| ("sv_orders", order(n))))
+        .collect();
+    let sources: Vec<Source> = (0..4).map(|b| item(100 + b)).collect();
+    // (batch, write time, which identifiers)
+    let batches: [(usize, i64, std::ops::Range<usize>); 4] =
+        [(0, W1, 0..5), (1, W2, 0..270), (2, W2 + 1, 3..270), (3, W2 + 2, 0..270)];
+    let mut outcomes = Vec::new();
+    for (b, now, range) in batches {
+        let kafka = &sources[b];
+        let upsert_list: Vec<ChangeUpsert> = ids[range.clone()]
+            .iter()
+            .map(|(t, id)| {
+                projection_change_update(t, id, kafka, DateTime::from_millis(now)).unwrap()
+            })
+            .collect();
+        upsert_projection_changes(&db, COLLECTION, &upsert_list).await.unwrap();
+        let pending: Vec<PendingChange<'_>> = ids[range]
+            .iter()
+            .map(|(t, id)| PendingChange { single_view_type: t, identifier: id, kafka })
+            .collect();
+        let recorded =
+            record_projection_changes(&db_b, COLLECTION, &pending, DateTime::from_millis(now), 2)
+                .await
+                .unwrap();
+        outcomes.push(recorded);
+        if b == 0 {
+            for coll in [&upserts, &batched] {
+                take(coll, "C-1", "IN_PROGRESS").await;
+                take(coll, "C-2", "DONE").await;
+            }
+        }
+    }
+    let fast = |refreshed, inserted| Recorded { refreshed, inserted, fell_back: false };
+    assert_eq!(outcomes, [fast(0, 5), fast(5, 265), fast(267, 0), fast(270, 0)]);
+    let (a, b) = (all_documents(&upserts).await, all_documents(&batched).await);
+    assert_eq!(a.len(), 270);
+    assert_eq!(a, b, "batched recording differs from the upserts");
+    let c1 = stored(&batched, &customer(1)).await;
+    let states: Vec<&str> = c1
+        .get_array("changes")
+        .unwrap()
+        .iter()
+        .map(|c| c.as_document().unwrap().get_str("state").unwrap())
+        .collect();
+    assert_eq!(states, ["IN_PROGRESS", "NEW"], "{c1}");
+    assert_eq!(c1.get_datetime("createdAt").unwrap(), &DateTime::from_millis(W1));
+    db.drop().await.unwrap();
+    db_b.drop().await.unwrap();
+}
+
+#[tokio::test]
+async fn projection_changes_batched_recording_falls_back_when_its_look_up_misses_a_document() {
+    // A document whose stored identifier has another numeric type ({customerId: 7 as int64}) is
+    // the same identifier to the unique index and to queries, but not to the look-up by bytes:
+    // the insert meets a duplicate key, and the batch is written again one upsert per change.
+    let (db, coll) = fresh_db("pc_batched_fallback").await;
+    let stored_id = doc! { "customerId": 7_i64 };
+    let done = doc! { "state": "DONE", "topic": "t", "partition": 0_i32, "offset": "1" };
+    let existing = doc! {
+        "type": "sv_customers", "identifier": stored_id, "changes": [done.clone()],
+        "createdAt": DateTime::from_millis(T0), "updatedAt": DateTime::from_millis(T0),
+    };
+    coll.insert_one(existing).await.unwrap();
+    let (ours, other) = (doc! { "customerId": 7_i32 }, doc! { "customerId": 8_i32 });
+    let kafka = item(55);
+    let pending = [&ours, &other].map(|identifier| PendingChange {
+        single_view_type: "sv_customers",
+        identifier,
+        kafka: &kafka,
+    });
+    let recorded =
+        record_projection_changes(&db, COLLECTION, &pending, DateTime::from_millis(W1), 1)
+            .await
+            .unwrap();
+    assert_eq!(recorded, Recorded { refreshed: 0, inserted: 1, fell_back: true });
+    assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 2);
+    let got = stored(&coll, &ours).await;
+    let expected = vec![Bson::Document(done), new_element(&item(55), W1)];
+    assert_eq!(got.get_array("changes").unwrap(), &expected, "{got}");
+    assert_eq!(got.get_datetime("createdAt").unwrap(), &DateTime::from_millis(T0));
+    assert_eq!(stored(&coll, &other).await.get_array("changes").unwrap().len(), 1);
     db.drop().await.unwrap();
 }

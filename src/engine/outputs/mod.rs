@@ -17,8 +17,9 @@ pub use pr_update::{
     pr_update_value_v1, pr_update_value_v2,
 };
 pub use projection_changes::{
-    ChangeUpsert, ProjectionChangesError, ensure_projection_change_indexes,
-    projection_change_update, upsert_projection_changes,
+    ChangeUpsert, PendingChange, ProjectionChangesError, Recorded,
+    ensure_projection_change_indexes, projection_change_update, record_projection_changes,
+    upsert_projection_changes,
 };
 pub use sv_trigger::{Record, SV_TRIGGER_SCHEMA, sv_trigger};
 
