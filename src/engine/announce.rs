@@ -113,6 +113,17 @@ const TIMEOUT_ATTEMPTS: u32 = 3;
 /// Automatic-strategy runs in flight while it runs message by message.
 const ALONE_IN_FLIGHT: usize = 4;
 
+/// Runs message by message that all time out before the strategy gives up on finding a
+/// message at fault (MongoDB is slow: transient).
+const ALL_SLOW_AFTER: usize = 2 * ALONE_IN_FLIGHT;
+
+/// Whether message-by-message runs say MongoDB is slow rather than a message at fault: none
+/// of the `done` runs (of `total`) answered, and either enough of them timed out
+/// ([`ALL_SLOW_AFTER`]) or all of several did. A lone message that times out is at fault.
+fn looks_slow(answered: usize, done: usize, total: usize) -> bool {
+    answered == 0 && (done >= ALL_SLOW_AFTER || (done == total && total > 1))
+}
+
 /// The outputs of one engine.
 pub struct Announcer {
     source: String,
@@ -339,7 +350,8 @@ impl Announcer {
     /// The automatic strategy message by message (a few at a time), each run bounded by
     /// `maxExecTimeMs`: a message whose own run times out is a `STRATEGY_TIMEOUT` failure
     /// (its batch already timed out [`TIMEOUT_ATTEMPTS`] times); the others get their
-    /// identifiers. A look-up error is still transient for the batch.
+    /// identifiers. A look-up error is still transient for the batch, and so is a run where
+    /// no message answered alone ([`looks_slow`]: MongoDB is slow, no message is at fault).
     async fn automatic_alone(
         &self,
         automatic: &AutomaticStrategy,
@@ -348,12 +360,28 @@ impl Announcer {
         starts: Vec<Start>,
         found: &mut [Vec<SvIdentifier>],
     ) -> Result<Vec<Failure>, AnnounceError> {
+        let starts_len = starts.len();
         let runs = starts.into_iter().zip(owners).map(|(start, &owner)| async move {
             let alone = std::slice::from_ref(&start);
             let run = tokio::time::timeout(self.max_exec, automatic.identifiers(&self.db, alone));
             (owner, run.await)
         });
-        let results: Vec<_> = futures::stream::iter(runs).buffered(ALONE_IN_FLIGHT).collect().await;
+        let mut stream = futures::stream::iter(runs).buffered(ALONE_IN_FLIGHT);
+        let mut results = Vec::new();
+        while let Some((owner, result)) = stream.next().await {
+            results.push((owner, result));
+            let answered = results.iter().filter(|(_, r)| r.is_ok()).count();
+            if looks_slow(answered, results.len(), starts_len) {
+                return Err(AnnounceError::StrategyTimeout {
+                    what: format!(
+                        "the automatic strategy: {} message(s) each timed out alone and none \
+                         answered, so MongoDB looks slow rather than one message at fault",
+                        results.len()
+                    ),
+                    limit: self.max_exec,
+                });
+            }
+        }
         let mut failures = Vec::new();
         for (owner, result) in results {
             match result {
@@ -732,4 +760,26 @@ pub(crate) fn projection_infos(config: &EngineConfig) -> Vec<ProjectionInfo> {
         .chain(read)
         .map(|p| ProjectionInfo { name: p.name, collection: p.collection, fields: p.fields })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn message_by_message_runs_blame_a_message_only_when_another_one_answered() {
+        // (answered, done, total) -> MongoDB looks slow (transient), else failures are the
+        // messages' own.
+        let cases = [
+            ((0, 1, 1), false, "a lone message that times out is at fault"),
+            ((1, 3, 4), false, "one answered: the others that time out are at fault"),
+            ((0, 3, 4), false, "not all done and fewer than ALL_SLOW_AFTER: keep going"),
+            ((0, 4, 4), true, "every one of several timed out"),
+            ((0, ALL_SLOW_AFTER, 2000), true, "enough timed out and none answered: stop early"),
+            ((1, ALL_SLOW_AFTER, 2000), false, "one answered: keep going"),
+        ];
+        for ((answered, done, total), slow, why) in cases {
+            assert_eq!(looks_slow(answered, done, total), slow, "{why}");
+        }
+    }
 }
