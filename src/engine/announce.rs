@@ -368,9 +368,10 @@ impl Announcer {
         });
         let mut stream = futures::stream::iter(runs).buffered(ALONE_IN_FLIGHT);
         let mut results = Vec::new();
+        let mut answered = 0;
         while let Some((owner, result)) = stream.next().await {
+            answered += usize::from(result.is_ok());
             results.push((owner, result));
-            let answered = results.iter().filter(|(_, r)| r.is_ok()).count();
             if looks_slow(answered, results.len(), starts_len) {
                 return Err(AnnounceError::StrategyTimeout {
                     what: format!(

@@ -2,13 +2,13 @@
 //! casts, §4.4 custom strategies) into sandboxed hosts, and the file checks `rtu check` runs:
 //! every function file loads (syntax, export) and the automatic strategy's schemas are valid.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{EngineConfig, function_name};
 use crate::engine::announce;
 use crate::engine::cast::Cast;
-use crate::engine::script::{FunctionKind, Limits, ScriptError, ScriptHost};
+use crate::engine::script::{FunctionKind, Limits, ScriptError, ScriptHost, read_source};
 
 /// Where function sources come from: a function's name and configured path to (a name for
 /// messages, its text).
@@ -16,9 +16,7 @@ type Read<'r> = &'r dyn Fn(&str, &str) -> Result<(String, String), ScriptError>;
 
 /// Reads a function file from disk; messages name its path.
 fn from_disk(_name: &str, path: &str) -> Result<(String, String), ScriptError> {
-    std::fs::read_to_string(path)
-        .map(|text| (path.to_string(), text))
-        .map_err(|source| ScriptError::Read { file: PathBuf::from(path), source })
+    Ok((path.to_string(), read_source(Path::new(path))?))
 }
 
 /// The JavaScript casts the fields name (those that are not built in), `None` when none.

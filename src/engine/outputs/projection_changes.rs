@@ -292,12 +292,7 @@ fn judge_reply(
     collection: &str,
     upserts: &[ChangeUpsert],
 ) -> Result<Option<usize>, ProjectionChangesError> {
-    if let Ok(concern) = reply.get_document("writeConcernError") {
-        return Err(ProjectionChangesError::WriteConcern {
-            collection: collection.to_string(),
-            message: concern.to_string(),
-        });
-    }
+    write_concern(reply, collection)?;
     let errors = reply.get_array("writeErrors").map(Vec::as_slice).unwrap_or_default();
     let Some(error) = errors.iter().find_map(Bson::as_document) else {
         return Ok(None);
@@ -314,6 +309,17 @@ fn judge_reply(
         code,
         message: error.get_str("errmsg").unwrap_or_default().to_string(),
     })
+}
+
+/// The reply's `writeConcernError`, as an error.
+fn write_concern(reply: &Document, collection: &str) -> Result<(), ProjectionChangesError> {
+    match reply.get_document("writeConcernError") {
+        Ok(concern) => Err(ProjectionChangesError::WriteConcern {
+            collection: collection.to_string(),
+            message: concern.to_string(),
+        }),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Whether a duplicate-key error is on `{identifier, type}`.
@@ -564,12 +570,7 @@ async fn run_batch(
         collection: collection.to_string(),
         source,
     })?;
-    if let Ok(concern) = reply.get_document("writeConcernError") {
-        return Err(ProjectionChangesError::WriteConcern {
-            collection: collection.to_string(),
-            message: concern.to_string(),
-        });
-    }
+    write_concern(&reply, collection)?;
     let matched = match reply.get("n") {
         Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),

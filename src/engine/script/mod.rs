@@ -16,7 +16,7 @@ mod engine;
 mod lookup;
 
 use std::fmt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
@@ -267,6 +267,12 @@ impl fmt::Debug for ScriptHost {
     }
 }
 
+/// The text of a function file; a failure names the file.
+pub fn read_source(path: &Path) -> Result<String, ScriptError> {
+    std::fs::read_to_string(path)
+        .map_err(|source| ScriptError::Read { file: path.to_path_buf(), source })
+}
+
 impl ScriptHost {
     /// Reads and loads `files` (function name, path) as functions of `kind`. Every module is
     /// evaluated once here, so syntax errors and missing exports are reported at start.
@@ -277,11 +283,7 @@ impl ScriptHost {
     ) -> Result<Self, ScriptError> {
         let sources = files
             .iter()
-            .map(|(name, path)| {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| ScriptError::Read { file: path.clone(), source })?;
-                Ok((name.clone(), path.display().to_string(), text))
-            })
+            .map(|(name, path)| Ok((name.clone(), path.display().to_string(), read_source(path)?)))
             .collect::<Result<Vec<_>, ScriptError>>()?;
         Self::from_sources(sources, kind, limits)
     }
