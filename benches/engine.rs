@@ -129,7 +129,7 @@ fn statements(projection: &Projection, topic: &str, events: usize, keys: usize) 
     (0..events)
         .flat_map(|i| {
             let (k, v) = event(i, keys);
-            let Ok(Adapted::Change(change)) = Adapter::Debezium.adapt(
+            let Ok(Adapted::Change(change)) = Adapter::Debezium(Default::default()).adapt(
                 Record { key: Some(k.as_bytes()), value: Some(v.as_bytes()) },
                 &projection.adapter_key(),
             ) else {
@@ -291,7 +291,7 @@ async fn naive(topic: &str, db: &Database, projection: &Projection, messages: us
         start.get_or_insert_with(Instant::now);
         let record = Record { key: m.key(), value: m.payload() };
         let Ok(Adapted::Change(change)) =
-            Adapter::Debezium.adapt(record, &projection.adapter_key())
+            Adapter::Debezium(Default::default()).adapt(record, &projection.adapter_key())
         else {
             panic!("adapt")
         };

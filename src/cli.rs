@@ -270,6 +270,12 @@ fn check(path: &std::path::Path) -> ExitCode {
                 config.projections.len(),
                 serde_json::to_value(config.adapter.kind).unwrap_or_default(),
             );
+            println!("  adapter {}", config.adapter.describe());
+            for p in &config.projections {
+                if let Some(a) = &p.adapter {
+                    println!("  projection {} adapter {}", p.name, a.describe());
+                }
+            }
             for warning in config.warnings() {
                 println!("  warning: {warning}");
             }

@@ -11,7 +11,7 @@ use std::path::Path;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::engine::adapter::CustomMapping;
+use crate::engine::adapter::{CustomMapping, DebeziumOptions, IidrOptions};
 use crate::yaml::{self, YamlError};
 
 pub use validate::{ConfigError, ConfigWarning};
@@ -391,6 +391,13 @@ pub struct AdapterConfig {
     /// GoldenGate only: use `pos` as the stale-guard counter (default true).
     #[serde(default = "yes")]
     pub use_pos_as_counter: bool,
+    /// basic / db2 only: how IBM IIDR KCOP records are read (Avro-JSON unions, audit KCOPs).
+    #[serde(default, skip_serializing_if = "IidrOptions::is_default")]
+    pub iidr: IidrOptions,
+    /// Debezium only: envelope or `ExtractNewRecordState` rows, the unavailable-value
+    /// placeholder, the stale-guard counter.
+    #[serde(default, skip_serializing_if = "DebeziumOptions::is_default")]
+    pub debezium: DebeziumOptions,
     /// Custom only: where each part of the change is in the message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub custom: Option<CustomMapping>,
@@ -398,6 +405,60 @@ pub struct AdapterConfig {
     /// (the RTU v7 `kafkaMessageAdapter(kafkaMessage, primaryKeys, logger)` contract).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
+}
+
+impl AdapterConfig {
+    /// What the adapter reads, in a line (`rtu check`).
+    pub fn describe(&self) -> String {
+        use crate::engine::adapter::{AuditCounter, AuditMode, DebeziumCounter, DebeziumFormat};
+        match self.kind {
+            AdapterKind::Basic | AdapterKind::Db2 => {
+                let i = &self.iidr;
+                let audit = match i.audit {
+                    AuditMode::Detect => "audit records (A_ENTTYP) detected",
+                    AuditMode::Always => "audit records only",
+                    AuditMode::Never => "no audit records",
+                };
+                let counter = match i.audit_counter {
+                    AuditCounter::Offset => "Kafka offset",
+                    AuditCounter::Ccid => "A_CCID",
+                    AuditCounter::Timestamp => "A_TIMSTAMP",
+                };
+                let unions = if i.avro_unions { "unwrapped" } else { "kept" };
+                format!(
+                    "basic: IBM IIDR KCOP JSON; Avro-JSON unions {unions}; {audit}, audit counter {counter}"
+                )
+            }
+            AdapterKind::GoldenGate => format!(
+                "goldenGate: Oracle GoldenGate JSON; counter {}",
+                if self.use_pos_as_counter { "pos" } else { "Kafka offset" }
+            ),
+            AdapterKind::Debezium => {
+                let d = &self.debezium;
+                let format = match d.format {
+                    DebeziumFormat::Envelope => "change event envelope".to_string(),
+                    DebeziumFormat::Unwrapped => format!(
+                        "unwrapped ExtractNewRecordState rows ({p}deleted, {p}op read; other {p}* fields dropped unless mapped; tombstones delete)",
+                        p = d.added_fields_prefix
+                    ),
+                };
+                let counter = match d.counter {
+                    DebeziumCounter::Offset => "Kafka offset",
+                    DebeziumCounter::SourceTimestamp => "source timestamp",
+                    DebeziumCounter::Lsn => "lsn",
+                    DebeziumCounter::Scn => "scn",
+                };
+                format!(
+                    "debezium: {format}; logical types decoded from schemas when present; placeholder {:?} left unwritten; counter {counter}",
+                    d.unavailable_value_placeholder
+                )
+            }
+            AdapterKind::Custom => match &self.function {
+                Some(f) => format!("custom: JavaScript function {f}"),
+                None => "custom: declarative mapping".to_string(),
+            },
+        }
+    }
 }
 
 /// A message format.

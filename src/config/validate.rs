@@ -397,6 +397,25 @@ fn secret_source(errors: &mut Errors, path: &str, s: &SecretSource) {
 }
 
 fn adapter(errors: &mut Errors, path: &str, a: &AdapterConfig) {
+    let basic = matches!(a.kind, AdapterKind::Basic | AdapterKind::Db2);
+    if !basic && !a.iidr.is_default() {
+        errors.add(format!("{path}.iidr"), "only used with type basic (or db2)");
+    }
+    if a.kind != AdapterKind::Debezium && !a.debezium.is_default() {
+        errors.add(format!("{path}.debezium"), "only used with type debezium");
+    }
+    if a.debezium.unavailable_value_placeholder.is_empty() {
+        errors.add(
+            format!("{path}.debezium.unavailableValuePlaceholder"),
+            "must not be empty (Debezium's default is __debezium_unavailable_value)",
+        );
+    }
+    if a.debezium.added_fields_prefix.is_empty() {
+        errors.add(
+            format!("{path}.debezium.addedFieldsPrefix"),
+            "must not be empty: every field would count as added by the SMT (its default is __)",
+        );
+    }
     match (a.kind, &a.function) {
         (AdapterKind::Custom, Some(_)) if a.custom.is_some() => errors.add(
             format!("{path}.function"),
@@ -417,10 +436,12 @@ fn adapter(errors: &mut Errors, path: &str, a: &AdapterConfig) {
                     .into_iter()
                     .chain([("before", m.before.as_ref()), ("position", m.position.as_ref())]);
             for (field, pointer) in pointers {
-                if let Some(p) = pointer.filter(|p| !p.starts_with('/')) {
+                if let Some(p) = pointer.filter(|p| !p.is_empty() && !p.starts_with('/')) {
                     errors.add(
                         format!("{path}.custom.{field}"),
-                        format!("{p:?} is not a JSON pointer (e.g. /row)"),
+                        format!(
+                            "{p:?} is not a JSON pointer (e.g. /row, or \"\" for the whole value)"
+                        ),
                     );
                 }
             }

@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::try_join_all;
@@ -19,12 +19,12 @@ use rdkafka::error::KafkaError;
 use rdkafka::message::{Message, OwnedMessage};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::config::{
     AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError, function_name,
 };
-use crate::engine::adapter::{Adapted, Adapter, PrimaryKey, Record, Skip};
+use crate::engine::adapter::{Adapted, Adapter, Debezium, Iidr, Pairing, PrimaryKey, Record, Skip};
 use crate::engine::announce::{self, AnnounceError, Announcer, Applied};
 use crate::engine::context::{EngineContext, Halts};
 use crate::engine::dead_letter::{self, DeadLetter, DeadLetterError};
@@ -192,18 +192,23 @@ pub struct Engine {
     dead_letter: Option<DeadLetter>,
     /// The outputs (SPEC §4), when configured.
     announcer: Option<Announcer>,
+    /// IIDR audit before images waiting for their after image.
+    pairing: Mutex<Pairing>,
     /// Turns true once shutdown is asked for.
     shutdown: watch::Receiver<bool>,
     shutdown_tx: watch::Sender<bool>,
 }
 
-fn adapter_of(config: &AdapterConfig) -> Result<Adapter, EngineError> {
+/// The built-in adapter of a projection mapping these source fields.
+fn adapter_of(config: &AdapterConfig, mapped: Vec<String>) -> Result<Adapter, EngineError> {
     Ok(match config.kind {
-        AdapterKind::Basic | AdapterKind::Db2 => Adapter::Basic,
+        AdapterKind::Basic | AdapterKind::Db2 => {
+            Adapter::Basic(Iidr { options: config.iidr.clone(), mapped })
+        }
         AdapterKind::GoldenGate => {
             Adapter::GoldenGate { use_pos_as_counter: config.use_pos_as_counter }
         }
-        AdapterKind::Debezium => Adapter::Debezium,
+        AdapterKind::Debezium => Adapter::Debezium(Debezium::new(config.debezium.clone(), mapped)),
         AdapterKind::Custom => Adapter::Custom(
             config
                 .custom
@@ -213,11 +218,20 @@ fn adapter_of(config: &AdapterConfig) -> Result<Adapter, EngineError> {
     })
 }
 
-fn skip_reason(skip: Skip) -> &'static str {
+/// Logs a format-defined skip: a truncate as a warning (projections keep their documents),
+/// what a change stream carries besides rows at debug level.
+fn log_skip(msg: &OwnedMessage, skip: Skip) {
+    let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
     match skip {
-        Skip::Tombstone => "tombstone",
-        Skip::Truncate => "truncate",
-        Skip::NullValue => "null_value",
+        Skip::Truncate => warn!(
+            topic,
+            partition,
+            offset,
+            reason = skip.reason(),
+            "truncate skipped: the projection keeps its documents"
+        ),
+        Skip::SchemaChange => info!(topic, partition, offset, reason = skip.reason(), "skipped"),
+        _ => debug!(topic, partition, offset, reason = skip.reason(), "skipped"),
     }
 }
 
@@ -263,7 +277,10 @@ impl Engine {
             let adapter_config = p.adapter.as_ref().unwrap_or(&config.adapter);
             let adapter = match (&adapter_config.function, &adapters) {
                 (Some(f), Some(host)) => Adapting::Script(host.clone(), function_name(f).into()),
-                _ => Adapting::BuiltIn(adapter_of(adapter_config)?),
+                _ => Adapting::BuiltIn(adapter_of(
+                    adapter_config,
+                    p.fields.iter().map(|f| f.name.clone()).collect(),
+                )?),
             };
             for topic in &p.topics {
                 by_topic.insert(topic.clone(), targets.len());
@@ -313,6 +330,7 @@ impl Engine {
             halts,
             dead_letter,
             announcer,
+            pairing: Mutex::default(),
             shutdown,
             shutdown_tx,
         })
@@ -592,7 +610,7 @@ impl Engine {
                 }
                 Ok(Err(skip)) => {
                     prepared.fates[i] = Fate::Skipped;
-                    *prepared.counts.skipped.entry(skip_reason(skip)).or_default() += 1;
+                    *prepared.counts.skipped.entry(skip.reason()).or_default() += 1;
                 }
                 Err((code, reason)) => {
                     prepared.fates[i] = Fate::Failed;
@@ -604,7 +622,41 @@ impl Engine {
                 }
             }
         }
+        // A before image waiting for its after image must not be committed: after a restart
+        // the pair is read again from it.
+        let pairing = self.pairing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (topic, partition, offset) in pairing.waiting() {
+            let first = prepared.blocked.entry((topic.to_string(), partition)).or_insert(offset);
+            *first = (*first).min(offset);
+        }
         prepared
+    }
+
+    /// Pairs an IIDR record with the before image waiting on its partition; a failed record
+    /// ends the wait too.
+    fn pair(
+        &self,
+        msg: &OwnedMessage,
+        adapted: Result<Adapted, (&'static str, String)>,
+    ) -> Result<Adapted, (&'static str, String)> {
+        let mut pairing = self.pairing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (record, failure) = match adapted {
+            Ok(adapted) => (adapted, None),
+            Err(failure) => (Adapted::Skip(Skip::NullValue), Some(failure)),
+        };
+        let paired = pairing.pair(msg.topic(), msg.partition(), msg.offset(), record);
+        if let Some(orphan) = paired.orphan {
+            warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = orphan,
+                "IIDR before image (UB) not followed by its after image (UP): nothing written for it"
+            );
+        }
+        match failure {
+            Some(failure) => Err(failure),
+            None => Ok(paired.adapted),
+        }
     }
 
     /// Adapts and maps one message: its statements, a skip, or a failure (code, reason).
@@ -631,10 +683,19 @@ impl Engine {
                 host.adapt(name, &message, &t.key_fields).map_err(|e| (e.code(), e.to_string()))?
             }
             Adapting::BuiltIn(adapter) => {
-                match adapter.adapt(Record { key: msg.key(), value: msg.payload() }, &t.key) {
-                    Ok(Adapted::Change(c)) => c,
-                    Ok(Adapted::Skip(skip)) => return Ok(Err(skip)),
-                    Err(e) => return Err((e.code(), e.to_string())),
+                let record = Record { key: msg.key(), value: msg.payload() };
+                let adapted = adapter.adapt(record, &t.key).map_err(|e| (e.code(), e.to_string()));
+                let adapted = match adapter {
+                    Adapter::Basic(_) => self.pair(msg, adapted)?,
+                    _ => adapted?,
+                };
+                match adapted {
+                    Adapted::Change(c) | Adapted::AfterImage { change: c, .. } => c,
+                    Adapted::Skip(skip) => {
+                        log_skip(msg, skip);
+                        return Ok(Err(skip));
+                    }
+                    Adapted::BeforeImage(_) => return Ok(Err(Skip::BeforeImage)),
                 }
             }
         };

@@ -119,7 +119,7 @@ fn op(events: &[Event]) -> Vec<String> {
 
 #[tokio::test]
 async fn pr_update_vectors_db2() {
-    let h = Harness::new(Adapter::Basic, WritesConfig::default()).await;
+    let h = Harness::new(Adapter::Basic(Default::default()), WritesConfig::default()).await;
     // #1: INSERT, before null, after the stored document without _id.
     let e = h.write(100, &key("C-1"), Some(B1)).await;
     assert_eq!(op(&e), ["INSERT"]);
@@ -167,7 +167,7 @@ async fn pr_update_vectors_db2() {
 async fn pr_update_vectors_hard_delete_and_pk_change() {
     let writes =
         WritesConfig { delete_mechanism: Some(DeleteMechanism::Hard), ..WritesConfig::default() };
-    let h = Harness::new(Adapter::Debezium, writes).await;
+    let h = Harness::new(Adapter::Debezium(Default::default()), writes).await;
     let dbz = |op: &str, before: Option<&str>, after: Option<&str>| {
         json!({
             "op": op,

@@ -88,7 +88,7 @@ impl Harness {
         let record = Record { key: key.map(str::as_bytes), value: value.map(str::as_bytes) };
         let change = match self.adapter.adapt(record, &self.projection.adapter_key()).unwrap() {
             Adapted::Change(c) => c,
-            Adapted::Skip(s) => panic!("unexpected skip {s:?}"),
+            other => panic!("expected a change, got {other:?}"),
         };
         let source = Source {
             topic: TOPIC.to_string(),
@@ -123,7 +123,7 @@ fn counter(d: &Document) -> (i64, &str) {
 
 #[tokio::test]
 async fn db2_insert_update_stale_replay_and_soft_delete() {
-    let h = Harness::new(Adapter::Basic, WritesConfig::default()).await;
+    let h = Harness::new(Adapter::Basic(Default::default()), WritesConfig::default()).await;
 
     // #1: B1 at offset 100.
     let (mapped, outcomes) = h.write(0, 100, Some(&key("C-1")), Some(B1)).await;
@@ -219,7 +219,7 @@ async fn db2_insert_update_stale_replay_and_soft_delete() {
 async fn hard_delete_removes_and_missing_delete_does_nothing() {
     let writes =
         WritesConfig { delete_mechanism: Some(DeleteMechanism::Hard), ..WritesConfig::default() };
-    let h = Harness::new(Adapter::Basic, writes).await;
+    let h = Harness::new(Adapter::Basic(Default::default()), writes).await;
     assert_eq!(h.db2(100, &key("C-1"), Some(B1)).await, [Outcome::Inserted]);
     // #6 and #8.
     assert_eq!(
@@ -298,7 +298,7 @@ async fn huge_positions_compare_numerically_as_decimal128() {
 
 #[tokio::test]
 async fn a_secondary_unique_index_violation_is_a_failure_not_stale() {
-    let h = Harness::new(Adapter::Basic, WritesConfig::default()).await;
+    let h = Harness::new(Adapter::Basic(Default::default()), WritesConfig::default()).await;
     h.collection()
         .create_index(
             mongodb::IndexModel::builder()
@@ -372,7 +372,7 @@ fn failed_code(outcomes: &[Outcome]) -> Vec<&'static str> {
 
 #[tokio::test]
 async fn upsert_off_duplicate_insert_and_missing_document() {
-    let h = Harness::new(Adapter::Debezium, upsert_off()).await;
+    let h = Harness::new(Adapter::Debezium(Default::default()), upsert_off()).await;
     let write = |offset, value: String| {
         let h = &h;
         async move { h.write(0, offset, None, Some(&value)).await.1 }
@@ -406,7 +406,7 @@ async fn upsert_off_duplicate_insert_and_missing_document() {
 async fn upsert_off_deletes_hard_and_a_deleted_document_counts_as_missing() {
     // An explicit soft delete is overridden: with upsert off deletes are hard.
     let writes = WritesConfig { delete_mechanism: Some(DeleteMechanism::Soft), ..upsert_off() };
-    let h = Harness::new(Adapter::Debezium, writes).await;
+    let h = Harness::new(Adapter::Debezium(Default::default()), writes).await;
     assert_eq!(h.write(0, 1, None, Some(&dbz("c", "C-1", ""))).await.1, [Outcome::Inserted]);
     assert_eq!(
         h.write(0, 2, None, Some(&dbz("d", "C-1", ""))).await.1,
@@ -436,7 +436,7 @@ async fn upsert_off_deletes_hard_and_a_deleted_document_counts_as_missing() {
 
 #[tokio::test]
 async fn upsert_off_replayed_insert_reapplies_and_stale_is_not_an_error() {
-    let h = Harness::new(Adapter::Debezium, upsert_off()).await;
+    let h = Harness::new(Adapter::Debezium(Default::default()), upsert_off()).await;
     let write = |offset, value: String| {
         let h = &h;
         async move { h.write(0, offset, None, Some(&value)).await.1 }
@@ -459,7 +459,7 @@ async fn upsert_off_replayed_insert_reapplies_and_stale_is_not_an_error() {
 #[tokio::test]
 async fn strict_required_fields_are_checked_when_the_write_creates_the_document() {
     let strict = WritesConfig { validation: Validation::Strict, ..WritesConfig::default() };
-    let h = Harness::with(Adapter::Debezium, fixture_with(strict, true)).await;
+    let h = Harness::with(Adapter::Debezium(Default::default()), fixture_with(strict, true)).await;
     let write = |offset, value: String| {
         let h = &h;
         async move { h.write(0, offset, None, Some(&value)).await.1 }
@@ -477,8 +477,11 @@ async fn strict_required_fields_are_checked_when_the_write_creates_the_document(
     let d = h.get("C-2").await.unwrap();
     assert_eq!((d.get_str("name").unwrap(), d.get_i64("age").unwrap()), ("Bo", 40));
     // Lenient validation creates it without the required field.
-    let lenient =
-        Harness::with(Adapter::Debezium, fixture_with(WritesConfig::default(), true)).await;
+    let lenient = Harness::with(
+        Adapter::Debezium(Default::default()),
+        fixture_with(WritesConfig::default(), true),
+    )
+    .await;
     let outcomes = lenient.write(0, 1, None, Some(&dbz("c", "C-1", r#","age":"36""#))).await.1;
     assert_eq!(outcomes, [Outcome::Inserted]);
     assert!(!lenient.get("C-1").await.unwrap().contains_key("name"));

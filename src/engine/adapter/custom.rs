@@ -17,7 +17,8 @@ use super::{
 pub struct CustomMapping {
     /// Where the operation is, and what its values mean.
     pub operation: OperationMapping,
-    /// JSON pointer to the row after the change (used by insert, update and upsert), e.g. `/row`.
+    /// JSON pointer to the row after the change (used by insert, update and upsert), e.g.
+    /// `/row`; `""` is the whole value (a flat record).
     pub after: String,
     /// JSON pointer to the row before the change, when the format carries it.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,12 +6,16 @@ mod basic;
 mod custom;
 mod debezium;
 mod golden_gate;
+mod pairing;
 
 use serde_json::{Map, Value};
 
 use crate::engine::cast::{Cast, CastError};
 
+pub use basic::{AuditCounter, AuditMode, Iidr, IidrOptions};
 pub use custom::{CustomMapping, KeySource, NullValue, OperationMapping};
+pub use debezium::{Debezium, DebeziumCounter, DebeziumFormat, DebeziumOptions};
+pub use pairing::Pairing;
 
 /// A row image: source field name -> raw (uncast) value.
 pub type Image = Map<String, Value>;
@@ -53,6 +57,28 @@ pub struct ChangeEvent {
     pub position: Option<u128>,
 }
 
+impl ChangeEvent {
+    /// A delete of the row with this primary key.
+    pub fn delete(key: Image) -> Self {
+        ChangeEvent { op: Op::Delete, key, before: None, after: None, position: None }
+    }
+
+    /// An upsert of `after` (the source does not say whether the row existed).
+    pub fn upsert(key: Image, after: Image, position: Option<u128>) -> Self {
+        ChangeEvent { op: Op::Upsert, key, before: None, after: Some(after), position }
+    }
+}
+
+/// The before image of an IIDR audit update (`A_ENTTYP` `UB`): written by the after image
+/// (`UP`) that follows it, never on its own.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BeforeImage {
+    /// The row before the update, audit columns dropped.
+    pub image: Image,
+    /// Its commit cycle id (`A_CCID`), when the KCOP writes it.
+    pub commit: Option<String>,
+}
+
 /// A record the format defines as "nothing to do"; counted by reason, offset committed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Skip {
@@ -62,6 +88,29 @@ pub enum Skip {
     Truncate,
     /// A null value a custom mapping says to skip.
     NullValue,
+    /// An IIDR audit before image (`UB`); its update is written by the `UP` that follows.
+    BeforeImage,
+    /// A Debezium transaction metadata record (`status` `BEGIN` / `END`).
+    TransactionMarker,
+    /// A Debezium schema change record (`ddl`, `tableChanges`).
+    SchemaChange,
+    /// A Debezium heartbeat (`{"ts_ms": ..}` only).
+    Heartbeat,
+}
+
+impl Skip {
+    /// The `rtu_skipped_total` reason label.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Skip::Tombstone => "tombstone",
+            Skip::Truncate => "truncate",
+            Skip::NullValue => "null_value",
+            Skip::BeforeImage => "before_image",
+            Skip::TransactionMarker => "transaction_marker",
+            Skip::SchemaChange => "schema_change",
+            Skip::Heartbeat => "heartbeat",
+        }
+    }
 }
 
 /// What an adapter makes of one record.
@@ -74,6 +123,16 @@ pub enum Adapted {
     Change(ChangeEvent),
     /// Nothing to write.
     Skip(Skip),
+    /// An IIDR audit before image, kept for the after image that follows ([`Pairing`]).
+    BeforeImage(BeforeImage),
+    /// An IIDR audit after image (`UP`): a change that takes the before image just before it
+    /// on its partition, when that one is of the same commit.
+    AfterImage {
+        /// The change, without a before image.
+        change: ChangeEvent,
+        /// Its commit cycle id (`A_CCID`), when the KCOP writes it.
+        commit: Option<String>,
+    },
 }
 
 /// A record the adapter cannot turn into a change: a message error of SPEC §6.
@@ -154,15 +213,15 @@ impl PrimaryKey {
 /// The message format of a System of Record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Adapter {
-    /// IBM IIDR / DB2 KCOP JSON (`basic`, alias `db2`).
-    Basic,
+    /// IBM IIDR / DB2 KCOP JSON (`basic`, alias `db2`), plain or audit records.
+    Basic(Iidr),
     /// Oracle GoldenGate JSON; `use_pos_as_counter` makes `pos` the counter (default true).
     GoldenGate {
         /// Read `pos` as the CDC position.
         use_pos_as_counter: bool,
     },
-    /// Debezium envelope, with or without the schema wrapper.
-    Debezium,
+    /// Debezium: the envelope or `ExtractNewRecordState` rows, with or without schemas.
+    Debezium(Debezium),
     /// A declarative mapping.
     Custom(CustomMapping),
 }
@@ -171,11 +230,11 @@ impl Adapter {
     /// Turns one record into a change, a skip, or a message error.
     pub fn adapt(&self, record: Record<'_>, pk: &PrimaryKey) -> Result<Adapted, AdapterError> {
         match self {
-            Adapter::Basic => basic::adapt(record, pk),
+            Adapter::Basic(iidr) => iidr.adapt(record, pk),
             Adapter::GoldenGate { use_pos_as_counter } => {
                 golden_gate::adapt(record, pk, *use_pos_as_counter)
             }
-            Adapter::Debezium => debezium::adapt(record, pk),
+            Adapter::Debezium(debezium) => debezium.adapt(record, pk),
             Adapter::Custom(mapping) => custom::adapt(record, pk, mapping),
         }
     }

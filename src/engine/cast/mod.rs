@@ -5,15 +5,17 @@
 //! error depending on the validation mode (§3.6).
 
 mod date;
+pub(crate) mod debezium;
 mod number;
 
 use std::fmt;
 use std::str::FromStr;
 
-use mongodb::bson::{Bson, DateTime, Document};
+use mongodb::bson::{Bson, DateTime, Decimal128, Document};
 use serde_json::Value;
 
 pub use date::{format_iso, write_iso};
+pub use debezium::TimeUnit;
 pub use number::{format_js_number, parse_js_number};
 
 /// A built-in cast function.
@@ -37,6 +39,30 @@ pub enum Cast {
     ToObject,
     /// An array of documents, from such an array or a string holding one.
     ToArrayOfObject,
+    /// A Decimal128, exactly, from a number or a decimal string (up to 34 digits).
+    ToDecimal128,
+    /// A BSON Date from Debezium's `Date` (days since the epoch) or a decoded ISO date.
+    DebeziumDate,
+    /// A `HH:MM:SS.fff` string from Debezium's `Time` / `MicroTime` / `NanoTime` (since
+    /// midnight, in the unit) or a decoded time string.
+    DebeziumTime(TimeUnit),
+    /// A BSON Date from Debezium's `Timestamp` / `MicroTimestamp` / `NanoTimestamp` (a local
+    /// date-time since the epoch, in the unit, read as UTC) or a decoded ISO date-time.
+    DebeziumTimestamp(TimeUnit),
+    /// A BSON Date from Debezium's `ZonedTimestamp` (ISO-8601 with a zone, any fraction).
+    DebeziumZonedTimestamp,
+    /// The ISO time string of Debezium's `ZonedTime`, checked.
+    DebeziumZonedTime,
+    /// A Decimal128 from Kafka Connect's `Decimal` (base64 of the unscaled big-endian two's
+    /// complement integer) with this scale, or from a decoded decimal.
+    DebeziumDecimal(i32),
+    /// A Decimal128 from Debezium's `VariableScaleDecimal` (`{scale, value}`), or from a
+    /// decoded decimal.
+    DebeziumVariableScaleDecimal,
+    /// The JSON value Debezium's `Json` text holds.
+    DebeziumJson,
+    /// The integer Debezium's `Bits` spell (base64 of little-endian bytes, up to 64 bits).
+    DebeziumBits,
 }
 
 /// Every cast with its RTU id and its Projection Storer id.
@@ -77,15 +103,47 @@ pub enum CastError {
     },
 }
 
+/// The casts of our own (no RTU id): Decimal128 and Debezium's logical types when a record
+/// carries no schema (docs/formats.md). `castDebeziumDecimal` takes its scale in parentheses:
+/// `castDebeziumDecimal(2)`.
+const OWN_IDS: [(Cast, &str); 14] = [
+    (Cast::ToDecimal128, "castToDecimal128"),
+    (Cast::DebeziumDate, "castDebeziumDate"),
+    (Cast::DebeziumTime(TimeUnit::Milli), "castDebeziumTime"),
+    (Cast::DebeziumTime(TimeUnit::Micro), "castDebeziumMicroTime"),
+    (Cast::DebeziumTime(TimeUnit::Nano), "castDebeziumNanoTime"),
+    (Cast::DebeziumTimestamp(TimeUnit::Milli), "castDebeziumTimestamp"),
+    (Cast::DebeziumTimestamp(TimeUnit::Micro), "castDebeziumMicroTimestamp"),
+    (Cast::DebeziumTimestamp(TimeUnit::Nano), "castDebeziumNanoTimestamp"),
+    (Cast::DebeziumZonedTimestamp, "castDebeziumZonedTimestamp"),
+    (Cast::DebeziumZonedTime, "castDebeziumZonedTime"),
+    (Cast::DebeziumDecimal(0), "castDebeziumDecimal(SCALE)"),
+    (Cast::DebeziumVariableScaleDecimal, "castDebeziumVariableScaleDecimal"),
+    (Cast::DebeziumJson, "castDebeziumJson"),
+    (Cast::DebeziumBits, "castDebeziumBits"),
+];
+
 impl Cast {
-    /// Every accepted id: RTU ids first, then Projection Storer ids.
+    /// Every accepted id: RTU ids first, then Projection Storer ids, then our own.
     pub fn all_ids() -> Vec<&'static str> {
-        IDS.iter().map(|(_, rtu, _)| *rtu).chain(IDS.iter().map(|(_, _, ps)| *ps)).collect()
+        IDS.iter()
+            .map(|(_, rtu, _)| *rtu)
+            .chain(IDS.iter().map(|(_, _, ps)| *ps))
+            .chain(OWN_IDS.iter().map(|(_, id)| *id))
+            .collect()
     }
 
-    /// The Projection Storer id (`castToString`), used in messages.
+    /// The Projection Storer id (`castToString`) or our own (`castDebeziumDate`), used in
+    /// messages; [`Cast`]'s `Display` adds a decimal's scale.
     pub fn id(self) -> &'static str {
-        IDS.iter().find(|(c, _, _)| *c == self).map_or("identity", |(_, _, ps)| ps)
+        if let Cast::DebeziumDecimal(_) = self {
+            return "castDebeziumDecimal";
+        }
+        IDS.iter()
+            .find(|(c, _, _)| *c == self)
+            .map(|(_, _, ps)| *ps)
+            .or_else(|| OWN_IDS.iter().find(|(c, _)| *c == self).map(|(_, id)| *id))
+            .unwrap_or("identity")
     }
 
     /// Applies the cast to one field value.
@@ -121,24 +179,146 @@ impl Cast {
                 }
                 _ => refuse("not an array of objects, nor a string holding one"),
             },
+            Cast::ToDecimal128 => to_decimal128(value).map(Bson::Decimal128).or_else(refuse),
+            _ => self.apply_debezium(value).or_else(refuse),
         }
     }
+
+    /// The Debezium casts: the raw encoding (no schema), or the value the adapter decoded
+    /// from the record's schema.
+    fn apply_debezium(self, value: &Value) -> Result<Bson, &'static str> {
+        use debezium::*;
+        let date = |ms: i64| Bson::DateTime(DateTime::from_millis(ms));
+        match (self, value) {
+            (Cast::DebeziumDate, Value::Number(n)) => {
+                n.as_i64().and_then(days_to_millis).map(date).ok_or("not a day count in range")
+            }
+            (Cast::DebeziumTime(unit), Value::Number(n)) => n
+                .as_i64()
+                .and_then(|t| iso_time(t, unit))
+                .map(Bson::String)
+                .ok_or("not a time since midnight"),
+            (Cast::DebeziumTime(_), Value::String(s)) if is_time_text(s, false) => {
+                Ok(Bson::String(s.clone()))
+            }
+            (Cast::DebeziumTimestamp(unit), Value::Number(n)) => n
+                .as_i64()
+                .map(|t| unit.to_millis(t))
+                .filter(|ms| ms.abs() <= date::MAX_EPOCH_MS)
+                .map(date)
+                .ok_or("not a timestamp in range"),
+            (
+                Cast::DebeziumDate | Cast::DebeziumTimestamp(_) | Cast::DebeziumZonedTimestamp,
+                Value::String(s),
+            ) => date::parse_iso(s).map(date).ok_or("not an ISO-8601 date"),
+            (Cast::DebeziumZonedTime, Value::String(s)) if is_time_text(s, true) => {
+                Ok(Bson::String(s.clone()))
+            }
+            (Cast::DebeziumDecimal(scale), Value::String(s)) if !is_decimal_text(s) => {
+                let bytes = base64_bytes(s).ok_or("neither base64 nor a decimal")?;
+                decimal_bson(&bytes, scale)
+            }
+            (Cast::DebeziumVariableScaleDecimal, Value::Object(o)) => {
+                let scale =
+                    o.get("scale").and_then(Value::as_i64).and_then(|s| i32::try_from(s).ok());
+                let bytes = o.get("value").and_then(Value::as_str).and_then(base64_bytes);
+                match (scale, bytes) {
+                    (Some(scale), Some(bytes)) => decimal_bson(&bytes, scale),
+                    _ => Err("not {scale, value (base64)}"),
+                }
+            }
+            (Cast::DebeziumDecimal(_) | Cast::DebeziumVariableScaleDecimal, v) => {
+                to_decimal128(v).map(Bson::Decimal128)
+            }
+            (Cast::DebeziumJson, Value::String(s)) => serde_json::from_str::<Value>(s)
+                .map(|v| json_to_bson(&v))
+                .map_err(|_| "not JSON text"),
+            (Cast::DebeziumJson, v) => Ok(json_to_bson(v)),
+            (Cast::DebeziumBits, Value::String(s)) => base64_bytes(s)
+                .as_deref()
+                .and_then(bits_value)
+                .map(unsigned)
+                .ok_or("not base64 of up to 8 bytes"),
+            (Cast::DebeziumBits, Value::Number(n)) => {
+                n.as_u64().map(unsigned).ok_or("not a bit string")
+            }
+            _ => Err("not this Debezium type's encoding"),
+        }
+    }
+}
+
+/// A decoded decimal as the adapter writes it: a sign, a point or an exponent, which base64
+/// never has (`-`, `.`), so it cannot be mistaken for the raw encoding.
+fn is_decimal_text(s: &str) -> bool {
+    s.contains('.') || s.starts_with('-')
+}
+
+fn decimal_bson(unscaled: &[u8], scale: i32) -> Result<Bson, &'static str> {
+    let text = debezium::decimal_text(unscaled, scale).ok_or("more than 34 digits")?;
+    text.parse::<Decimal128>().map(Bson::Decimal128).map_err(|_| "more than 34 digits")
+}
+
+/// An unsigned value as int64, or as Decimal128 beyond it.
+fn unsigned(n: u64) -> Bson {
+    match i64::try_from(n) {
+        Ok(i) => Bson::Int64(i),
+        Err(_) => {
+            n.to_string().parse::<Decimal128>().map_or(Bson::Double(n as f64), Bson::Decimal128)
+        }
+    }
+}
+
+/// An exact Decimal128 of a number or a decimal string; refused when it would round.
+fn to_decimal128(value: &Value) -> Result<Decimal128, &'static str> {
+    let text = match value {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return Err("not a number nor a decimal string"),
+    };
+    let numeric = text.bytes().any(|b| b.is_ascii_digit())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'+' | b'e' | b'E'));
+    if !numeric {
+        return Err("not a decimal number");
+    }
+    text.parse::<Decimal128>().map_err(|_| "not a decimal Decimal128 holds exactly (34 digits)")
 }
 
 impl FromStr for Cast {
     type Err = CastError;
 
     fn from_str(id: &str) -> Result<Self, Self::Err> {
+        if let Some(scale) =
+            id.strip_prefix("castDebeziumDecimal(").and_then(|s| s.strip_suffix(')'))
+        {
+            return scale
+                .trim()
+                .parse::<i32>()
+                .ok()
+                .filter(|s| (-6111..=6176).contains(s))
+                .map(Cast::DebeziumDecimal)
+                .ok_or_else(|| CastError::UnknownId { id: id.to_string() });
+        }
         IDS.iter()
             .find(|(_, rtu, ps)| *rtu == id || *ps == id)
             .map(|(cast, _, _)| *cast)
+            .or_else(|| {
+                OWN_IDS
+                    .iter()
+                    .find(|(c, own)| *own == id && !matches!(c, Cast::DebeziumDecimal(_)))
+                    .map(|(c, _)| *c)
+            })
             .ok_or_else(|| CastError::UnknownId { id: id.to_string() })
     }
 }
 
 impl fmt::Display for Cast {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.id())
+        match self {
+            Cast::DebeziumDecimal(scale) => write!(f, "castDebeziumDecimal({scale})"),
+            _ => f.write_str(self.id()),
+        }
     }
 }
 
@@ -497,5 +677,121 @@ mod tests {
         let long = json!("x".repeat(200));
         let message = Cast::ToDate.apply(&long).unwrap_err().to_string();
         assert!(message.len() < 140 && message.contains('…'), "{message}");
+    }
+
+    fn decimal(text: &str) -> Option<Bson> {
+        Some(Bson::Decimal128(text.parse().unwrap()))
+    }
+
+    #[test]
+    fn to_decimal128_is_exact_or_refused() {
+        let c = Cast::ToDecimal128;
+        run(vec![
+            (c, json!("200000.0000"), decimal("200000.0000")),
+            (c, json!(" -12.50 "), decimal("-12.50")),
+            (c, json!(42), decimal("42")),
+            (c, json!(0.1), decimal("0.1")),
+            (c, json!("1e3"), decimal("1E+3")),
+            (c, json!("9".repeat(34)), decimal(&"9".repeat(34))),
+            // 35 significant digits would round: refused, never stored inexact.
+            (c, json!("1".repeat(35)), None),
+            (c, json!("NaN"), None),
+            (c, json!("Infinity"), None),
+            (c, json!("12abc"), None),
+            (c, json!(""), None),
+            (c, json!(true), None),
+            (c, json!({"a": 1}), None),
+        ]);
+    }
+
+    /// The schema-less Debezium casts: the raw encodings of Debezium's connector documentation
+    /// ("Temporal types", "Decimal types", "Bit types"), and the values the adapter decodes
+    /// when a record carries its schema, so a field's cast need not change with
+    /// `schemas.enable`.
+    #[test]
+    fn debezium_casts_read_raw_encodings_and_decoded_values() {
+        let (d, dt) = (Cast::DebeziumDate, |ms| Some(Bson::DateTime(DateTime::from_millis(ms))));
+        run(vec![
+            (d, json!(19372), dt(1_673_740_800_000)),
+            (d, json!("2023-01-15"), dt(1_673_740_800_000)),
+            (d, json!(-1), dt(-86_400_000)),
+            (d, json!("19372"), None),
+            (d, json!(1.5), None),
+            (d, json!(200_000_000), None),
+        ]);
+        let ts = |unit| Cast::DebeziumTimestamp(unit);
+        run(vec![
+            (ts(TimeUnit::Milli), json!(1_700_000_000_123_i64), dt(1_700_000_000_123)),
+            (ts(TimeUnit::Micro), json!(1_700_000_000_123_456_i64), dt(1_700_000_000_123)),
+            (ts(TimeUnit::Nano), json!(1_700_000_000_123_456_789_i64), dt(1_700_000_000_123)),
+            (ts(TimeUnit::Micro), json!(-1), dt(-1)),
+            (ts(TimeUnit::Micro), json!("2023-11-14T22:13:20.123456"), dt(1_700_000_000_123)),
+            (ts(TimeUnit::Milli), json!(true), None),
+            (
+                Cast::DebeziumZonedTimestamp,
+                json!("2023-11-15T00:13:20.123456789+02:00"),
+                dt(1_700_000_000_123),
+            ),
+            (Cast::DebeziumZonedTimestamp, json!(1_700_000_000_123_i64), None),
+        ]);
+        let time = |unit| Cast::DebeziumTime(unit);
+        run(vec![
+            (time(TimeUnit::Milli), json!(37_230_123), Some(bson!("10:20:30.123"))),
+            (time(TimeUnit::Micro), json!(86_131_989_360_i64), Some(bson!("23:55:31.989360"))),
+            (time(TimeUnit::Nano), json!(1), Some(bson!("00:00:00.000000001"))),
+            (time(TimeUnit::Micro), json!("23:55:31.989360"), Some(bson!("23:55:31.989360"))),
+            (time(TimeUnit::Milli), json!(-5), None),
+            (time(TimeUnit::Milli), json!("noon"), None),
+            (Cast::DebeziumZonedTime, json!("13:37:03.123Z"), Some(bson!("13:37:03.123Z"))),
+            (Cast::DebeziumZonedTime, json!("13:37:03"), None),
+        ]);
+        let dec = Cast::DebeziumDecimal(4);
+        run(vec![
+            // Debezium Server's documented SQL Server record: sal "dzWUAA==" with scale 4.
+            (dec, json!("dzWUAA=="), decimal("200000.0000")),
+            (Cast::DebeziumDecimal(2), json!("AN3h"), decimal("568.01")),
+            (Cast::DebeziumDecimal(2), json!("z8c="), decimal("-123.45")),
+            (dec, json!("200000.0000"), decimal("200000.0000")),
+            (dec, json!(12345), decimal("12345")),
+            (dec, json!("not base64!"), None),
+            (
+                Cast::DebeziumVariableScaleDecimal,
+                json!({"scale": 3, "value": "B1vNFQ=="}),
+                decimal("123456.789"),
+            ),
+            (Cast::DebeziumVariableScaleDecimal, json!("123456.789"), decimal("123456.789")),
+            (Cast::DebeziumVariableScaleDecimal, json!({"scale": "x", "value": "B1vNFQ=="}), None),
+        ]);
+        run(vec![
+            (Cast::DebeziumJson, json!("{\"a\":[1,2]}"), Some(bson!({"a": [1_i64, 2_i64]}))),
+            (Cast::DebeziumJson, json!("[1]"), Some(bson!([1_i64]))),
+            (Cast::DebeziumJson, json!({"a": 1}), Some(bson!({"a": 1_i64}))),
+            (Cast::DebeziumJson, json!("{broken"), None),
+            (Cast::DebeziumBits, json!("AgE="), Some(Bson::Int64(258))),
+            (Cast::DebeziumBits, json!(258), Some(Bson::Int64(258))),
+            (Cast::DebeziumBits, json!("//////////8="), decimal("18446744073709551615")),
+            (Cast::DebeziumBits, json!("AAAAAAAAAAAA"), None),
+        ]);
+    }
+
+    #[test]
+    fn our_own_ids_parse_and_print() {
+        for (cast, id) in OWN_IDS.iter().filter(|(c, _)| !matches!(c, Cast::DebeziumDecimal(_))) {
+            assert_eq!(id.parse::<Cast>(), Ok(*cast), "{id}");
+            assert_eq!(cast.to_string(), *id);
+            assert!(Cast::all_ids().contains(id));
+        }
+        assert_eq!("castDebeziumDecimal(2)".parse::<Cast>(), Ok(Cast::DebeziumDecimal(2)));
+        assert_eq!("castDebeziumDecimal(-3)".parse::<Cast>(), Ok(Cast::DebeziumDecimal(-3)));
+        assert_eq!(Cast::DebeziumDecimal(2).to_string(), "castDebeziumDecimal(2)");
+        for bad in [
+            "castDebeziumDecimal",
+            "castDebeziumDecimal(x)",
+            "castDebeziumDecimal(SCALE)",
+            "castDebeziumDecimal(9999)",
+        ] {
+            assert!(bad.parse::<Cast>().is_err(), "{bad}");
+        }
+        assert!(Cast::all_ids().contains(&"castDebeziumDecimal(SCALE)"));
     }
 }
