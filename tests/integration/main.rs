@@ -4,6 +4,7 @@
 //! they run in parallel.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
+mod connector_output;
 mod engine_outage;
 mod engine_outputs;
 mod engine_policies;

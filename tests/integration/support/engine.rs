@@ -39,6 +39,10 @@ pub struct Options {
     pub extra: String,
     /// The Kafka the engine uses (default: the shared test server's PLAINTEXT listener).
     pub bootstrap: Option<String>,
+    /// The `adapter` value as YAML flow (default `{ type: debezium }`).
+    pub adapter: String,
+    /// The projections' `fields` list as YAML lines (default: customer_id, name, age).
+    pub fields: Option<String>,
 }
 
 impl Default for Options {
@@ -53,6 +57,8 @@ impl Default for Options {
             mongodb_uri: None,
             extra: String::new(),
             bootstrap: None,
+            adapter: "{ type: debezium }".into(),
+            fields: None,
         }
     }
 }
@@ -91,10 +97,12 @@ impl Setup {
         let dir = std::env::temp_dir().join(unique_name(name));
         std::fs::create_dir_all(&dir).unwrap();
         let config = dir.join("engine.yaml");
-        let fields = r#"
+        let fields = options.fields.as_deref().unwrap_or(
+            r#"
       - { name: customer_id, type: String, cast: castToString, required: true, primaryKey: true }
       - { name: name, type: String, cast: castToString, nullable: true }
-      - { name: age, type: Number, cast: castToInteger, nullable: true }"#;
+      - { name: age, type: Number, cast: castToInteger, nullable: true }"#,
+        );
         let second = if options.second_topic {
             format!("  - name: pr_customers_b\n    topics: [{topic_b}]\n    fields:{fields}\n")
         } else {
@@ -114,8 +122,7 @@ kafka:
 {kafka_config}mongodb:
   uri: {{ env: RTU_TEST_MONGODB_URI }}
   database: {database}
-adapter:
-  type: debezium
+adapter: {adapter}
 projections:
   - name: pr_customers
     topics: [{topic}]
@@ -134,6 +141,7 @@ telemetry:
 {extra}
 "#,
             policy = options.error_policy,
+            adapter = options.adapter,
             max_batch = options.max_batch,
             unhealthy = options.unhealthy_after_ms,
             extra = options.extra,
@@ -363,6 +371,25 @@ pub async fn produce_with_headers(
     headers: Option<OwnedHeaders>,
 ) {
     produce_on(env().var("RTU_TEST_KAFKA_BOOTSTRAP"), topic, events, headers).await;
+}
+
+/// Produces records whose key or value may be null (tombstones), in order, to partition 0.
+pub async fn produce_nullable(topic: &str, records: &[(Option<String>, Option<String>)]) {
+    let producer: FutureProducer = plaintext_config()
+        .set("bootstrap.servers", env().var("RTU_TEST_KAFKA_BOOTSTRAP"))
+        .set("enable.idempotence", "true")
+        .create()
+        .unwrap();
+    for (key, value) in records {
+        let mut record = FutureRecord::<String, String>::to(topic).partition(0);
+        if let Some(key) = key {
+            record = record.key(key);
+        }
+        if let Some(value) = value {
+            record = record.payload(value);
+        }
+        producer.send(record, Duration::from_secs(30)).await.map_err(|(e, _)| e).unwrap();
+    }
 }
 
 /// Produces keyed events to the Kafka at `bootstrap`, each with `headers` when given.
