@@ -130,3 +130,61 @@ fn broken_strategy_schemas_and_function_files_are_reported_with_file_and_path() 
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn the_adapter_is_described_and_its_options_checked() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/engine");
+    for (file, line) in [
+        (
+            "debezium-unwrapped.yaml",
+            "  adapter debezium: unwrapped ExtractNewRecordState rows (__deleted, __op read; other __* fields dropped unless mapped; tombstones delete); logical types decoded from schemas when present; placeholder \"__debezium_unavailable_value\" left unwritten; counter source timestamp",
+        ),
+        (
+            "iidr-audit.yaml",
+            "  adapter basic: IBM IIDR KCOP JSON; Avro-JSON unions unwrapped; audit records (A_ENTTYP) detected, audit counter A_CCID",
+        ),
+        (
+            "debezium-crm.yaml",
+            "  adapter debezium: change event envelope; logical types decoded from schemas when present; placeholder \"__debezium_unavailable_value\" left unwritten; counter Kafka offset",
+        ),
+    ] {
+        let out = rtu_check(&dir.join(file));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(stdout.lines().any(|l| l == line), "{file}: missing {line:?} in:\n{stdout}");
+    }
+    let text = std::fs::read_to_string(dir.join("debezium-unwrapped.yaml")).unwrap();
+    let broken = text
+        .replace(
+            "counter: sourceTimestamp",
+            "counter: sourceTimestamp\n    addedFieldsPrefix: \"\"",
+        )
+        .replace("  type: debezium\n", "  type: debezium\n  iidr: { auditCounter: ccid }\n")
+        .replace("castDebeziumDate", "castDebeziumDay")
+        .replace("\"castDebeziumDecimal(2)\"", "\"castDebeziumDecimal(x)\"");
+    let file = std::env::temp_dir().join(format!("rtu-check-adapter-{}.yaml", std::process::id()));
+    std::fs::write(&file, broken).unwrap();
+    let out = rtu_check(&file);
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in [
+        "4 error(s):",
+        "  adapter.iidr: only used with type basic (or db2)",
+        "  adapter.debezium.addedFieldsPrefix: must not be empty",
+        "  projections[0].fields[2].cast: unknown cast function \"castDebeziumDay\"; built-in casts are:",
+        "  projections[0].fields[3].cast: unknown cast function \"castDebeziumDecimal(x)\"",
+    ] {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    for cast in [
+        "castToDecimal128",
+        "castDebeziumDate",
+        "castDebeziumMicroTimestamp",
+        "castDebeziumDecimal(SCALE)",
+        "castDebeziumJson",
+        "castDebeziumBits",
+    ] {
+        assert!(stderr.contains(cast), "the cast list names {cast}:\n{stderr}");
+    }
+}

@@ -151,6 +151,17 @@ mod tests {
         }
     }
 
+    /// GoldenGate's Kafka handler builds the key from a template (`gg.handler.*.keyMappingTemplate`,
+    /// by default the primary-key values joined), so it is any text: the row image is the
+    /// primary key, and the key is only recorded in `__internal__kafkaInfo.key`.
+    #[test]
+    fn the_row_image_is_the_primary_key_whatever_the_key() {
+        for key in [Some("C-2"), Some(r#"{"customer_id":"C-2"}"#), Some("not json {"), None] {
+            let c = change(adapt(record(key, Some(G1)), &pk(), true));
+            assert_eq!(c.key, obj(json!({"customer_id": "C-1"})), "key {key:?}");
+        }
+    }
+
     #[test]
     fn update_without_before_is_a_plain_update() {
         let c = change(gg(r#"{"op_type":"U","pos":"7","after":{"customer_id":"C-1","age":40}}"#));
