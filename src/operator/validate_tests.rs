@@ -76,6 +76,18 @@ fn a_valid_updater_renders_an_engine_config_the_engine_accepts() {
 }
 
 #[test]
+fn adapter_options_reach_the_engine_as_written() {
+    let sor = sor_with(json!({ "spec": { "adapter": { "type": "debezium", "debezium": {
+        "format": "unwrapped", "counter": "lsn", "unavailableValuePlaceholder": "hex:00ff" } } } }));
+    let adapter = sor.spec.adapter.clone();
+    let v = validated_of(&rtu(), &dereferenced(sor));
+    assert_eq!(v.engine.adapter, adapter);
+    let parsed: EngineConfig = crate::yaml::from_str(&v.files[CONFIG_FILE]).unwrap();
+    assert_eq!(parsed.adapter.debezium.format, crate::engine::adapter::DebeziumFormat::Unwrapped);
+    assert_eq!(parsed.adapter.debezium.unavailable_value_placeholder, "hex:00ff");
+}
+
+#[test]
 fn outputs_follow_the_spec() {
     let v = validated();
     let o = &v.engine.outputs;
@@ -494,6 +506,17 @@ fn every_refusal_names_its_field_path_and_reason() {
                 InvalidSpec,
                 "SystemOfRecord crm: spec.kafka.config.group.id",
                 "set by the engine",
+            )],
+        },
+        Refusal {
+            name: "adapter options of another format",
+            rtu: json!({}),
+            sor: json!({ "spec": { "adapter": { "iidr": { "auditCounter": "ccid" } } } }),
+            refs: nothing,
+            errors: &[(
+                InvalidSpec,
+                "SystemOfRecord crm: spec.adapter.iidr",
+                "only used with type basic",
             )],
         },
         Refusal {
