@@ -506,13 +506,10 @@ async fn a_javascript_adapter_turns_its_format_into_writes() {
     let options = Options {
         error_policy: format!("{{ type: deadLetter, topic: {dlq} }}"),
         extra: format!("functions:\n  files: {{ adapter: {js}/kafka_message_adapter.js }}\n"),
+        adapter: "{ type: custom, function: adapter }".into(),
         ..Options::default()
     };
     let setup = Setup::with("js-adapter", options).await;
-    let text = std::fs::read_to_string(&setup.config).unwrap();
-    let text =
-        text.replace("adapter:\n  type: debezium", "adapter:\n  type: custom\n  function: adapter");
-    std::fs::write(&setup.config, text).unwrap();
     let row = |id: &str, name: &str, seq: i64, event: &str| {
         let value = json!({ "event": event, "row": { "customer_id": id, "name": name, "age": seq }, "seq": seq });
         (json!({ "customer_id": id }).to_string(), value.to_string())
