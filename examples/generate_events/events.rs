@@ -20,9 +20,9 @@ use serde_json::{Value, json};
 pub enum Format {
     /// Debezium (PostgreSQL connector, JSON converter without schemas).
     Debezium,
-    /// IBM InfoSphere Data Replication for DB2, KCOP `KcopJsonFormatIntegrated` (SPEC §2.1).
+    /// IBM InfoSphere Data Replication for DB2, KCOP `KcopJsonFormatIntegrated` (docs/formats.md#ibm-iidr-basic-alias-db2).
     Iidr,
-    /// Oracle GoldenGate for Big Data, Kafka handler with the JSON formatter (SPEC §2.2).
+    /// Oracle GoldenGate for Big Data, Kafka handler with the JSON formatter (docs/formats.md#oracle-goldengate-goldengate).
     GoldenGate,
 }
 

@@ -125,7 +125,7 @@ pub enum ErrorPolicyType {
     DeadLetter,
 }
 
-/// The outputs of applied writes (SPEC §4).
+/// The outputs of applied writes (docs/outputs.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct UpdaterOutputs {

@@ -46,7 +46,7 @@ pub struct EngineConfig {
     /// Health, metrics and logs.
     #[serde(default)]
     pub telemetry: Telemetry,
-    /// What the worker announces after each applied write (SPEC §4); nothing when absent.
+    /// What the worker announces after each applied write (docs/outputs.md); nothing when absent.
     #[serde(default)]
     pub outputs: Outputs,
     /// Users' JavaScript functions (custom casts, adapter, strategies), run sandboxed.
@@ -54,26 +54,26 @@ pub struct EngineConfig {
     pub functions: Functions,
 }
 
-/// The outputs of applied writes (SPEC §4). Each is off unless configured.
+/// The outputs of applied writes (docs/outputs.md). Each is off unless configured.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Outputs {
-    /// pr-update events on Kafka (SPEC §4.1), for the projections listed.
+    /// pr-update events on Kafka (docs/outputs.md#pr-update-events), for the projections listed.
     #[serde(default)]
     pub projection_updates: Option<ProjectionUpdates>,
-    /// Projection-change documents in MongoDB (SPEC §4.2), from the strategies' results.
+    /// Projection-change documents in MongoDB (docs/outputs.md#projection-changes), from the strategies' results.
     #[serde(default)]
     pub projection_changes: Option<ProjectionChanges>,
-    /// sv-trigger messages on Kafka (SPEC §4.3), from the strategies' results.
+    /// sv-trigger messages on Kafka (docs/outputs.md#sv-trigger-events), from the strategies' results.
     #[serde(default)]
     pub single_view_trigger: Option<SingleViewTrigger>,
     /// How a changed projection becomes the identifiers of the single views to rebuild
-    /// (SPEC §4.4); used by projection changes and sv-trigger.
+    /// (docs/outputs.md#strategies); used by projection changes and sv-trigger.
     #[serde(default)]
     pub strategies: Strategies,
 }
 
-/// pr-update events (SPEC §4.1).
+/// pr-update events (docs/outputs.md#pr-update-events).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProjectionUpdates {
@@ -88,7 +88,7 @@ pub struct ProjectionUpdates {
     pub format: PrUpdateFormat,
 }
 
-/// The format of pr-update events (SPEC §4.1).
+/// The format of pr-update events (docs/outputs.md#pr-update-events).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum PrUpdateFormat {
@@ -135,7 +135,7 @@ impl Compression {
     }
 }
 
-/// Projection changes in MongoDB (SPEC §4.2).
+/// Projection changes in MongoDB (docs/outputs.md#projection-changes).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProjectionChanges {
@@ -143,7 +143,7 @@ pub struct ProjectionChanges {
     pub collection: String,
 }
 
-/// sv-trigger messages (SPEC §4.3).
+/// sv-trigger messages (docs/outputs.md#sv-trigger-events).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SingleViewTrigger {
@@ -152,7 +152,7 @@ pub struct SingleViewTrigger {
     pub topic: String,
 }
 
-/// Strategies (SPEC §4.4).
+/// Strategies (docs/outputs.md#strategies).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Strategies {
@@ -512,7 +512,7 @@ pub struct FieldConfig {
     #[serde(default = "identity")]
     pub cast: String,
     /// The field must be present when a write creates the document (or resurrects a `DELETED`
-    /// one that lacks it); checked at write time in `strict` validation (SPEC §3.6).
+    /// one that lacks it); checked at write time in `strict` validation (docs/writes.md#validation-modes).
     #[serde(default)]
     pub required: bool,
     /// The field may be null (checked in `strict` validation).
@@ -551,11 +551,11 @@ pub enum FieldType {
     GeoPoint,
 }
 
-/// How changes become projection writes (SPEC §3).
+/// How changes become projection writes (docs/writes.md).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct WritesConfig {
-    /// Inserts and updates create missing documents and update existing ones (SPEC §3.8).
+    /// Inserts and updates create missing documents and update existing ones (docs/writes.md#insert-update-upsert).
     /// With `false`, an insert on a live document is the message error `DUPLICATE_INSERT` and
     /// an update of a missing (or `DELETED`) document `MISSING_DOCUMENT`; deletes are then
     /// always hard (see `deleteMechanism`). Formats without an operation (`basic`/`db2`, and a
@@ -564,7 +564,7 @@ pub struct WritesConfig {
     #[serde(default = "yes")]
     pub upsert: bool,
     /// What a delete does; unset: `soft`, or `hard` when `upsert` is `false`. With `upsert:
-    /// false` a delete is always hard (SPEC §3.8: a re-insert after a soft delete would
+    /// false` a delete is always hard (docs/writes.md#insert-update-upsert: a re-insert after a soft delete would
     /// collide): an explicit `soft` is overridden, not refused, and `rtu check` warns about it.
     /// Use [`WritesConfig::delete`] for the mechanism in force.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -593,7 +593,7 @@ impl Default for WritesConfig {
 }
 
 impl WritesConfig {
-    /// The delete mechanism in force: hard whenever upsert is off (SPEC §3.8, §3.9), else the
+    /// The delete mechanism in force: hard whenever upsert is off (docs/writes.md#insert-update-upsert, §3.9), else the
     /// configured one, soft by default.
     pub fn delete(&self) -> DeleteMechanism {
         if self.upsert { self.delete_mechanism.unwrap_or_default() } else { DeleteMechanism::Hard }
@@ -611,7 +611,7 @@ pub enum DeleteMechanism {
     Hard,
 }
 
-/// Validation of cast results (SPEC §3.6).
+/// Validation of cast results (docs/writes.md#validation-modes).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub enum Validation {
@@ -622,7 +622,7 @@ pub enum Validation {
     Strict,
 }
 
-/// What happens to a message that cannot be processed (SPEC §6).
+/// What happens to a message that cannot be processed (docs/failures.md).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "camelCase", deny_unknown_fields)]
 pub enum ErrorPolicy {

@@ -19,7 +19,7 @@ pub struct ConfigError {
     pub message: String,
 }
 
-/// A setting the engine overrides because another one forces it (SPEC §3.8): the config is
+/// A setting the engine overrides because another one forces it (docs/writes.md#insert-update-upsert): the config is
 /// usable, `rtu check` and `rtu engine` say what is in force instead.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigWarning {

@@ -1,4 +1,4 @@
-//! The outputs of a batch's applied writes, in SPEC §4.5's order: strategies (automatic and
+//! The outputs of a batch's applied writes, in docs/outputs.md#coupling's order: strategies (automatic and
 //! JavaScript) → projection-change upserts → pr-update and sv-trigger events, every one
 //! acknowledged (MongoDB write concern; Kafka `acks=all`, idempotent producer) before the
 //! batch's offsets may be stored. A failure of a dependency is transient (the consumer retries
@@ -97,7 +97,7 @@ pub struct Applied<'a> {
     pub polled_at_ms: i64,
 }
 
-/// A message that failed in a strategy (a message error of SPEC §6).
+/// A message that failed in a strategy (a message error of docs/failures.md).
 pub struct Failure {
     /// The batch index of the message.
     pub message: usize,
@@ -107,7 +107,7 @@ pub struct Failure {
     pub reason: String,
 }
 
-/// Attempts a strategy may time out for one message before it fails it (SPEC §6).
+/// Attempts a strategy may time out for one message before it fails it (docs/failures.md).
 const TIMEOUT_ATTEMPTS: u32 = 3;
 
 /// Automatic-strategy runs in flight while it runs message by message.
@@ -210,7 +210,7 @@ impl Announcer {
         }))
     }
 
-    /// Creates the projection-changes indexes (SPEC §4.2), when that output is on.
+    /// Creates the projection-changes indexes (docs/outputs.md#projection-changes), when that output is on.
     pub async fn ensure_indexes(&self) -> Result<(), AnnounceError> {
         match &self.pc_collection {
             Some(c) => outputs::ensure_projection_change_indexes(&self.db, c)
@@ -702,7 +702,7 @@ type Announced<'a> = (&'a Applied<'a>, Change<'a>, &'a [SvIdentifier]);
 
 /// Start documents of the automatic strategy: the stored document after the write (before
 /// it for a hard delete), plus the one before when a field the walk reads changed (so the
-/// single view that lost the record is rebuilt too, SPEC §4.4).
+/// single view that lost the record is rebuilt too, docs/outputs.md#strategies).
 fn start_documents(automatic: &AutomaticStrategy, a: &Applied<'_>) -> Vec<Arc<Document>> {
     let images = a.images;
     let mut documents = Vec::with_capacity(2);

@@ -1,4 +1,4 @@
-//! The engine's consumption loop (SPEC §5, §6): poll a batch, adapt and map every message,
+//! The engine's consumption loop (docs/consumption.md, §6): poll a batch, adapt and map every message,
 //! write the batch per collection, apply the error policy to the messages that failed, and
 //! only then store the offsets librdkafka commits (periodically, on revocation and on close).
 //! A failed MongoDB command is retried with back-off (idempotent thanks to the stale guard);
@@ -68,7 +68,7 @@ pub enum EngineError {
 }
 
 impl EngineError {
-    /// A configuration error of SPEC §6: the config names something that does not load
+    /// A configuration error of docs/failures.md: the config names something that does not load
     /// (a function file, a strategy schema, an unknown cast), which no retry can fix.
     pub fn is_configuration(&self) -> bool {
         match self {
@@ -97,9 +97,9 @@ struct Target {
 
 /// How a target's messages become change events.
 enum Adapting {
-    /// A built-in adapter (SPEC §2).
+    /// A built-in adapter (docs/formats.md).
     BuiltIn(Adapter),
-    /// A JavaScript adapter (SPEC §2.4): its host and function name.
+    /// A JavaScript adapter (docs/formats.md#custom-custom): its host and function name.
     Script(ScriptHost, String),
 }
 
@@ -190,7 +190,7 @@ pub struct Engine {
     telemetry: Arc<Telemetry>,
     halts: Arc<Halts>,
     dead_letter: Option<DeadLetter>,
-    /// The outputs (SPEC §4), when configured.
+    /// The outputs (docs/outputs.md), when configured.
     announcer: Option<Announcer>,
     /// IIDR audit before images waiting for their after image.
     pairing: Mutex<Pairing>,
@@ -237,7 +237,7 @@ fn log_skip(msg: &OwnedMessage, skip: Skip) {
 
 impl Engine {
     /// Starts the health and metrics server, builds the projections, creates the MongoDB and
-    /// Kafka clients, then consumes until `shutdown` completes ([`Engine::run`]). A configuration error (SPEC §6: a function file or schema that does not
+    /// Kafka clients, then consumes until `shutdown` completes ([`Engine::run`]). A configuration error (docs/failures.md: a function file or schema that does not
     /// load, a projection that cannot be built) is not a reason to exit, which would only
     /// crash-loop the pod: the engine consumes nothing, stays alive with `/healthz` OK and
     /// `/readyz` naming the error, and returns `Ok` at shutdown.
@@ -415,7 +415,7 @@ impl Engine {
     }
 
     /// With `ensureIndexes: false`: waits until every projection has its unique primary-key
-    /// index, not ready meanwhile with the missing one named (SPEC §3.13); false when shutdown
+    /// index, not ready meanwhile with the missing one named (docs/writes.md#indexes); false when shutdown
     /// came first.
     async fn verify_indexes(&self) -> bool {
         let health = &self.telemetry.health;
@@ -814,7 +814,7 @@ impl Engine {
         prepared.failures.sort_by_key(|f| f.index);
     }
 
-    /// Announces the batch's applied writes (SPEC §4), retried with back-off until every
+    /// Announces the batch's applied writes (docs/outputs.md), retried with back-off until every
     /// output is acknowledged; a message a strategy failed becomes a failure for the error
     /// policy. False when shutdown interrupted a retry.
     async fn announce(
@@ -921,7 +921,7 @@ impl Engine {
         }
     }
 
-    /// Logs every failure and applies the error policy (SPEC §6); false when shutdown
+    /// Logs every failure and applies the error policy (docs/failures.md); false when shutdown
     /// interrupted a dead-letter retry.
     async fn apply_policy(&self, batch: &[OwnedMessage], prepared: &mut Prepared) -> bool {
         let failures = std::mem::take(&mut prepared.failures);

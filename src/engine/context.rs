@@ -18,7 +18,7 @@ use tracing::{info, warn};
 
 use crate::engine::telemetry::{PartitionLabels, ResultLabel, Telemetry};
 
-/// Partitions the error policy has halted (SPEC §6): `stop` halts the whole worker,
+/// Partitions the error policy has halted (docs/failures.md): `stop` halts the whole worker,
 /// `pauseTopic` the failing topic's partitions. In memory only.
 #[derive(Default)]
 pub struct Halts {

@@ -1,4 +1,4 @@
-//! `errorPolicy: deadLetter` (SPEC §6): a message the engine cannot process is produced to the
+//! `errorPolicy: deadLetter` (docs/failures.md): a message the engine cannot process is produced to the
 //! dead-letter topic with its key, value and headers unchanged plus `rtu-dlq-*` headers saying
 //! why and where it came from; only once that record is acknowledged (acks=all, idempotent
 //! producer) is the message done. Transient produce failures are retried with back-off;
@@ -40,7 +40,7 @@ pub enum DeadLetterError {
 
 /// Why a message is dead-lettered, and who says so.
 pub struct Failure<'a> {
-    /// The SPEC §6 code, e.g. `MALFORMED_VALUE`.
+    /// The docs/failures.md code, e.g. `MALFORMED_VALUE`.
     pub code: &'static str,
     /// The explanation (truncated to 1 KiB in the header).
     pub reason: &'a str,

@@ -1,4 +1,4 @@
-//! The users' JavaScript functions an engine config names, loaded by role (SPEC §3.5 custom
+//! The users' JavaScript functions an engine config names, loaded by role (docs/writes.md#cast-functions custom
 //! casts, §4.4 custom strategies) into sandboxed hosts, and the file checks `rtu check` runs:
 //! every function file loads (syntax, export) and the automatic strategy's schemas are valid.
 

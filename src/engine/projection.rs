@@ -1,4 +1,4 @@
-//! From a change event to MongoDB write statements (SPEC §3): field mapping and casts, the
+//! From a change event to MongoDB write statements (docs/writes.md): field mapping and casts, the
 //! metadata of every write, upsert or soft/hard delete, the primary-key change, and the stale
 //! guard, which lives inside each statement's filter so that two writers cannot race. With
 //! upsert off or strict `required` fields, statements also carry the [`Check`] of the stored
@@ -26,7 +26,7 @@ struct Field {
     required: bool,
 }
 
-/// A field's cast: built in (SPEC §3.4) or a user's JavaScript function (SPEC §3.5).
+/// A field's cast: built in (docs/writes.md#cast-functions) or a user's JavaScript function (docs/writes.md#cast-functions).
 #[derive(Debug, Clone)]
 enum FieldCast {
     BuiltIn(Cast),
@@ -45,7 +45,7 @@ impl PartialEq for FieldCast {
 
 impl FieldCast {
     /// The cast value of `field`, or why the cast failed. A JavaScript cast that throws,
-    /// returns nothing or breaks a limit fails (SPEC §3.5).
+    /// returns nothing or breaks a limit fails (docs/writes.md#cast-functions).
     fn apply(&self, value: &Value, field: &str) -> Result<Bson, String> {
         match self {
             FieldCast::BuiltIn(cast) => cast.apply(value).map_err(|e| e.to_string()),
@@ -138,7 +138,7 @@ pub struct Checked {
     pub check: Check,
 }
 
-/// What a statement needs from the stored document, known only at write time (SPEC §3.6
+/// What a statement needs from the stored document, known only at write time (docs/writes.md#validation-modes
 /// `required` on creation, §3.8 upsert off), and what it does to it, so that the writer can
 /// judge a batch's statements of one key in order from a single read.
 #[derive(Debug, Clone, PartialEq)]
@@ -194,7 +194,7 @@ pub struct Mapped {
     pub uncastable_fields: Vec<String>,
 }
 
-/// A change that cannot be written: a message error of SPEC §6.
+/// A change that cannot be written: a message error of docs/failures.md.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum WriteError {
     /// A primary-key value (or, in strict validation, any value) could not be cast.
@@ -226,7 +226,7 @@ pub enum WriteError {
 }
 
 impl WriteError {
-    /// The SPEC §6 error code.
+    /// The docs/failures.md error code.
     pub fn code(&self) -> &'static str {
         match self {
             WriteError::CastFailed { .. } => "CAST_FAILED",
@@ -237,7 +237,7 @@ impl WriteError {
     }
 }
 
-/// The counter a message carries (SPEC §3.10).
+/// The counter a message carries (docs/writes.md#stale-guard).
 struct Counter {
     value: Bson,
     kind: &'static str,
@@ -266,7 +266,7 @@ fn position_counter(p: u128) -> Bson {
 impl Projection {
     /// The projection of a validated config (cast ids already checked by `validate`).
     ///
-    /// The rules of SPEC §3.8 that override settings are enforced here, not refused: with
+    /// The rules of docs/writes.md#insert-update-upsert that override settings are enforced here, not refused: with
     /// `writes.upsert` false every delete is hard ([`WritesConfig::delete`]), even with an
     /// explicit `deleteMechanism: soft`; and only insert and update operations are checked,
     /// so the upserts of `basic`/`db2` (and a custom `upsert`) still create missing documents
@@ -489,7 +489,7 @@ impl Projection {
         Ok(set)
     }
 
-    /// The metadata every write sets (SPEC §3.7).
+    /// The metadata every write sets (docs/writes.md#metadata).
     fn metadata(&self, state: &str, counter: &Counter, source: &Source, now: DateTime) -> Document {
         let timestamp = DateTime::from_millis(source.timestamp_ms);
         doc! {
@@ -657,7 +657,7 @@ mod tests {
 
     #[test]
     fn lenient_casts_store_null_and_count_uncastable_fields() {
-        // SPEC §10 #15 and #17.
+        // docs/vectors.md #15 and #17.
         let p = projection(WritesConfig::default(), false);
         let change = upsert(
             json!({ "customer_id": "C-1", "age": "42.9", "signup_at": "2024-02-30", "vip": "TRUE", "name": 12.5 }),
@@ -673,7 +673,7 @@ mod tests {
 
     #[test]
     fn strict_validation_makes_message_errors() {
-        // SPEC §10 #16.
+        // docs/vectors.md #16.
         let p = projection(strict(), false);
         let err = p
             .map(&upsert(json!({ "customer_id": "C-1", "age": "abc" })), &source(), DateTime::now())
@@ -696,7 +696,7 @@ mod tests {
 
     #[test]
     fn metadata_named_message_fields_are_dropped_as_unknown() {
-        // SPEC §10 #18.
+        // docs/vectors.md #18.
         let p = projection(WritesConfig::default(), false);
         let change = upsert(
             json!({ "customer_id": "C-1", "__STATE__": "DELETED", "_id": "x", "createdAt": "1999" }),

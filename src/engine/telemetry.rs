@@ -1,4 +1,4 @@
-//! The engine's health and metrics (SPEC §8): the Prometheus families the consumer updates,
+//! The engine's health and metrics (docs/consumption.md#health-and-metrics): the Prometheus families the consumer updates,
 //! the readiness state (`/readyz`: the group has assigned this worker its partitions, MongoDB
 //! answers, nothing is stopped or paused by the error policy), and what the shared HTTP server
 //! ([`crate::telemetry::serve_http`]) answers on `telemetry.host:port` for `/healthz`,
@@ -96,7 +96,7 @@ pub struct ResultLabel {
     pub result: &'static str,
 }
 
-/// Every metric the engine exports (names as SPEC §8).
+/// Every metric the engine exports (names as docs/consumption.md#health-and-metrics).
 pub struct Metrics {
     registry: Registry,
     /// Messages by topic, projection and outcome.
@@ -245,7 +245,7 @@ pub struct Health {
     stopped: Mutex<Option<String>>,
     /// Topics paused by errorPolicy pauseTopic.
     paused: Mutex<BTreeSet<String>>,
-    /// A configuration problem that keeps the worker from consuming (SPEC §6 class
+    /// A configuration problem that keeps the worker from consuming (docs/failures.md class
     /// "configuration"), reported at once.
     problem: Mutex<Option<String>>,
     /// Dependencies failing right now (e.g. `mongodb`), since when.

@@ -42,7 +42,7 @@ pub enum Outcome {
     /// The statement failed on its own, a message error: MongoDB refused it (a secondary
     /// unique index, ...) or its check did (not sent).
     Failed {
-        /// The SPEC §6 code: `UNIQUE_VIOLATION`, `DOCUMENT_TOO_LARGE`, `DUPLICATE_INSERT`,
+        /// The docs/failures.md code: `UNIQUE_VIOLATION`, `DOCUMENT_TOO_LARGE`, `DUPLICATE_INSERT`,
         /// `MISSING_DOCUMENT`, `VALIDATION_FAILED`, or `WRITE_FAILED` for another MongoDB
         /// refusal.
         code: &'static str,
@@ -369,7 +369,7 @@ async fn run_deletes<S: Borrow<Statement>>(
     Ok(outcomes)
 }
 
-/// The SPEC §6 code of a statement MongoDB refused (a duplicate key on the primary key is
+/// The docs/failures.md code of a statement MongoDB refused (a duplicate key on the primary key is
 /// stale and never gets here).
 fn refusal_code(code: i32) -> &'static str {
     match code {

@@ -1,6 +1,6 @@
 //! Outages on real servers, each server the engine's own (started by `scripts/testenv` in a
 //! private run directory and frozen with SIGSTOP, so the shared servers are untouched).
-//! SPEC §10 #38, MongoDB: nothing is committed during the outage, `/readyz` turns false after
+//! docs/vectors.md #38, MongoDB: nothing is committed during the outage, `/readyz` turns false after
 //! `unhealthyAfterMs`, the process stays up, nothing is dead-lettered; after SIGCONT every
 //! event is written, everything is committed and the worker is ready again. Kafka: not ready
 //! while no broker answers, then consumption resumes by itself without loss.

@@ -1,4 +1,4 @@
-//! The outputs of SPEC §4 from the engine process on real Kafka and MongoDB: the worked
+//! The outputs of docs/outputs.md from the engine process on real Kafka and MongoDB: the worked
 //! example of §4.4 (customers / orders / order items) with the automatic strategy, pr-update
 //! events read back from their topics (key, value, header, order), projection-change
 //! documents upserted as §4.2 says, sv-trigger messages; and a worker killed (SIGKILL) after
@@ -361,7 +361,7 @@ functions:
 
 #[tokio::test]
 async fn an_automatic_strategy_that_times_out_for_one_message_fails_only_that_message() {
-    // SPEC §6: STRATEGY_TIMEOUT is transient the first 3 times, then a message error. The
+    // docs/failures.md: STRATEGY_TIMEOUT is transient the first 3 times, then a message error. The
     // automatic strategy runs per batch, so after three timeouts of the batch it runs message
     // by message: BIG (a customer with 300,000 orders, one identifier each) times out alone
     // and is dead-lettered; the other customers' single views are still announced.
@@ -497,7 +497,7 @@ async fn read_dead_letters(topic: &str, n: usize) -> Vec<(String, String, String
 
 #[tokio::test]
 async fn a_javascript_adapter_turns_its_format_into_writes() {
-    // The RTU v7 adapter contract (SPEC §2.4): {"event", "row", "seq"} messages, a delete,
+    // The RTU v7 adapter contract (docs/formats.md#custom-custom): {"event", "row", "seq"} messages, a delete,
     // and a message the function rejects (no primary key) dead-lettered as
     // CUSTOM_ADAPTER_FAILED while the others go on.
     let dlq = unique_name("adapter-dlq");

@@ -1,4 +1,4 @@
-//! The error policies of SPEC §6 on the engine process, real Kafka and MongoDB: `pauseTopic`
+//! The error policies of docs/failures.md on the engine process, real Kafka and MongoDB: `pauseTopic`
 //! pauses the failing topic only (and again after a restart); `deadLetter` produces the failed
 //! record with its bytes, its headers and the `rtu-dlq-*` headers, commits past it and goes on;
 //! a dead-letter topic that does not exist falls back to `stop`.

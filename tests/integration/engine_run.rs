@@ -211,7 +211,7 @@ async fn without_ensure_indexes_the_engine_waits_for_the_primary_key_index() {
 
 #[tokio::test]
 async fn a_function_file_that_does_not_load_keeps_the_engine_alive_not_ready_and_idle() {
-    // SPEC §6, configuration class: no consumption, alive, not ready with the reason, and no
+    // docs/failures.md, configuration class: no consumption, alive, not ready with the reason, and no
     // exit (which would crash-loop the pod).
     let dir = std::env::temp_dir().join(crate::support::unique_name("engine-badfn"));
     std::fs::create_dir_all(&dir).unwrap();

@@ -1,4 +1,4 @@
-//! The pr-update column of SPEC §10 on the real mongod: records go through the adapter, the
+//! The pr-update column of docs/vectors.md on the real mongod: records go through the adapter, the
 //! guarded statements and `writer::execute_with_images`; each applied write's images become a
 //! pr-update value, and the `after` image the engine replays in memory is checked against the
 //! document MongoDB actually stored.

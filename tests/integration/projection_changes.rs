@@ -1,4 +1,4 @@
-//! Projection changes (SPEC §4.2) on the real mongod: the document one change creates (vector
+//! Projection changes (docs/outputs.md#projection-changes) on the real mongod: the document one change creates (vector
 //! #39), a burst refreshing the pending `NEW` element (#43), a change arriving while the
 //! single-view creator works appending one, `$` strings stored literally, the indexes, one
 //! `update` command per batch, concurrent creation and a refused statement; the batched
@@ -61,7 +61,7 @@ async fn stored(coll: &Collection<Document>, identifier: &Document) -> Document 
     coll.find_one(filter).await.unwrap().unwrap()
 }
 
-/// The `NEW` element the SPEC shows for `kafka` written at `now`.
+/// The `NEW` element docs/outputs.md describes for `kafka` written at `now`.
 fn new_element(kafka: &Source, now: i64) -> Bson {
     Bson::Document(doc! {
         "state": "NEW",

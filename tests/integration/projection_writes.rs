@@ -1,4 +1,4 @@
-//! Projection writes on the real mongod (SPEC §3, §10): record bytes -> adapter -> guarded
+//! Projection writes on the real mongod (docs/writes.md, §10): record bytes -> adapter -> guarded
 //! statements -> raw `update`/`delete` commands, then the stored documents are read back. The
 //! stale guard is decided by the server inside each statement's filter.
 
@@ -17,7 +17,7 @@ const TOPIC: &str = "acme.dev.crm.pr_customers.ingestion";
 const T0: i64 = 1_700_000_000_000;
 const B1: &str = r#"{"customer_id":"C-1","name":"Ada","age":"36","signup_at":"2023-01-15","vip":"true","shoe_size":44}"#;
 
-/// The SPEC §2.0 fixture projection.
+/// The docs/formats.md fixture projection.
 fn fixture(writes: WritesConfig) -> Projection {
     fixture_with(writes, false)
 }
@@ -331,7 +331,7 @@ async fn custom_mapping_upserts_with_position_and_deletes() {
     }))
     .unwrap();
     let h = Harness::new(Adapter::Custom(mapping), WritesConfig::default()).await;
-    // SPEC §10 #33 (C1): upsert with position 88123, only the given field.
+    // docs/vectors.md #33 (C1): upsert with position 88123, only the given field.
     let c1 = r#"{"event":"ROW_UPSERT","row":{"customer_id":"C-1","name":"Ada"},"seq":88123}"#;
     assert_eq!(h.write(0, 10, None, Some(c1)).await.1, [Outcome::Inserted]);
     let d = h.get("C-1").await.unwrap();
@@ -378,12 +378,12 @@ async fn upsert_off_duplicate_insert_and_missing_document() {
         async move { h.write(0, offset, None, Some(&value)).await.1 }
     };
     assert_eq!(write(10, dbz("c", "C-1", r#","name":"Ada""#)).await, [Outcome::Inserted]);
-    // SPEC §10 #35: the stored document is unchanged.
+    // docs/vectors.md #35: the stored document is unchanged.
     let outcomes = write(11, dbz("c", "C-1", r#","name":"Bob""#)).await;
     assert_eq!(failed_code(&outcomes), ["DUPLICATE_INSERT"], "{outcomes:?}");
     let d = h.get("C-1").await.unwrap();
     assert_eq!((d.get_str("name").unwrap(), counter(&d)), ("Ada", (10, "offset")));
-    // SPEC §10 #36: nothing is created.
+    // docs/vectors.md #36: nothing is created.
     let outcomes = write(12, dbz("u", "C-5", r#","name":"Eve""#)).await;
     assert_eq!(failed_code(&outcomes), ["MISSING_DOCUMENT"], "{outcomes:?}");
     assert!(h.get("C-5").await.is_none());
@@ -425,7 +425,7 @@ async fn upsert_off_deletes_hard_and_a_deleted_document_counts_as_missing() {
     let outcomes = h.write(0, 120, None, Some(&dbz("u", "C-2", r#","name":"New""#))).await.1;
     assert_eq!(failed_code(&outcomes), ["MISSING_DOCUMENT"], "{outcomes:?}");
     assert_eq!(h.get("C-2").await.unwrap().get_str("__STATE__").unwrap(), "DELETED");
-    // SPEC §10 #9 with upsert off: an insert resurrects it.
+    // docs/vectors.md #9 with upsert off: an insert resurrects it.
     let outcomes = h.write(0, 121, None, Some(&dbz("c", "C-2", r#","name":"Back""#))).await.1;
     assert_eq!(outcomes, [Outcome::Updated]);
     let d = h.get("C-2").await.unwrap();

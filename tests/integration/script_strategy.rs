@@ -1,4 +1,4 @@
-//! Manual strategies in the JavaScript sandbox against the real mongod (SPEC §4.4): the
+//! Manual strategies in the JavaScript sandbox against the real mongod (docs/outputs.md#strategies): the
 //! read-only `mongoClient` (`find().toArray()`, `findOne`, `countDocuments`), a strategy that
 //! throws, one that never finishes (timeout, then the next call works), look-ups that cannot
 //! write.

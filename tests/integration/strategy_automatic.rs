@@ -1,4 +1,4 @@
-//! The automatic strategy on the real mongod (SPEC §4.4, §10 #39-41): the worked example's two
+//! The automatic strategy on the real mongod (docs/outputs.md#strategies, §10 #39-41): the worked example's two
 //! schema files and stored data, every row of its table, and the batching promise (one `find`
 //! per relation for a whole batch of messages), counted with the driver's command events.
 
@@ -104,7 +104,7 @@ fn shown(found: &[SvIdentifier]) -> Vec<String> {
     v
 }
 
-/// One row of the SPEC §4.4 table: the write applied to the stored data, then the strategy run
+/// One row of the docs/outputs.md#strategies table: the write applied to the stored data, then the strategy run
 /// from the stored document after it (and before it, when given).
 struct Row {
     what: &'static str,

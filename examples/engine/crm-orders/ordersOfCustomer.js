@@ -1,6 +1,6 @@
 'use strict'
 
-// A custom strategy (SPEC §4.4): the factory gets (logger, databaseName) once, the function it
+// A custom strategy (docs/outputs.md#strategies): the factory gets (logger, databaseName) once, the function it
 // returns gets each changed customer document and a read-only MongoDB client, and resolves to
 // the identifiers of the sv_order_summaries single views to rebuild.
 module.exports = function ordersOfCustomer(logger, databaseName) {

@@ -382,7 +382,7 @@ mod tests {
 
     #[test]
     fn empty_key_takes_the_primary_key_from_the_value() {
-        // SPEC §10 #11.
+        // docs/vectors.md #11.
         let value = r#"{"customer_id":"C-3","name":"Bo"}"#;
         for key in [None, Some("")] {
             let c = change(adapt(record(key, Some(value)), &pk()));
@@ -393,17 +393,17 @@ mod tests {
     #[test]
     fn edge_cases_are_message_errors() {
         let cases = [
-            // SPEC §10 #12: no key, null value.
+            // docs/vectors.md #12: no key, null value.
             (Some(""), None, "MISSING_PRIMARY_KEY"),
             (None, None, "MISSING_PRIMARY_KEY"),
             (Some("C-1"), Some(B1), "MALFORMED_KEY"),
             (Some("[1]"), Some(B1), "MALFORMED_KEY"),
             (Some("\"C-1\""), Some(B1), "MALFORMED_KEY"),
-            // SPEC §10 #13: truncated JSON.
+            // docs/vectors.md #13: truncated JSON.
             (Some(r#"{"customer_id":"C-1"}"#), Some(r#"{"customer_id":"#), "MALFORMED_VALUE"),
             (Some(r#"{"customer_id":"C-1"}"#), Some("[1]"), "MALFORMED_VALUE"),
             (Some(r#"{"customer_id":"C-1"}"#), Some("\"x\""), "MALFORMED_VALUE"),
-            // SPEC §10 #14.
+            // docs/vectors.md #14.
             (Some(r#"{"customer_id":"C-1"}"#), Some(r#"{"customer_id":"C-2"}"#), "KEY_MISMATCH"),
             (
                 Some(r#"{"customer_id":null}"#),

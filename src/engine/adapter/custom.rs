@@ -1,4 +1,4 @@
-//! The declarative `custom` adapter (SPEC §2.4): JSON pointers say where the operation, the
+//! The declarative `custom` adapter (docs/formats.md#custom-custom): JSON pointers say where the operation, the
 //! images and the position live, and which operation values mean insert/update/upsert/delete.
 
 use std::collections::BTreeMap;
@@ -188,7 +188,7 @@ mod tests {
     use super::super::fixture::{change, code, obj, pk, record};
     use super::*;
 
-    /// The mapping of SPEC §2.4.
+    /// The mapping of docs/formats.md#custom-custom.
     fn mapping() -> CustomMapping {
         serde_json::from_value(json!({
             "operation": { "pointer": "/event", "values": {

@@ -1,4 +1,4 @@
-//! The `golden-gate` adapter (SPEC §2.2, Oracle GoldenGate JSON formatter): `op_type` I/U/D,
+//! The `golden-gate` adapter (docs/formats.md#oracle-goldengate-goldengate, Oracle GoldenGate JSON formatter): `op_type` I/U/D,
 //! `before` / `after` images, and `pos` as the CDC position. The Kafka key is not used.
 
 use super::{
@@ -127,17 +127,17 @@ mod tests {
 
     #[test]
     fn edge_cases() {
-        // SPEC §10 #24: a null value is a tombstone skip.
+        // docs/vectors.md #24: a null value is a tombstone skip.
         assert_eq!(
             adapt(record(Some("C-1"), None), &pk(), true),
             Ok(Adapted::Skip(Skip::Tombstone))
         );
         let cases = [
-            // SPEC §10 #23.
+            // docs/vectors.md #23.
             (r#"{"op_type":"X","pos":"1","after":{"customer_id":"C-1"}}"#, "UNKNOWN_OPERATION"),
             (r#"{"op_type":"T","pos":"1","after":{"customer_id":"C-1"}}"#, "UNKNOWN_OPERATION"),
             (r#"{"pos":"1","after":{"customer_id":"C-1"}}"#, "UNKNOWN_OPERATION"),
-            // SPEC §10 #25.
+            // docs/vectors.md #25.
             (r#"{"op_type":"I","after":{"customer_id":"C-1"}}"#, "MALFORMED_VALUE"),
             (r#"{"op_type":"I","pos":"1","after":null}"#, "MALFORMED_VALUE"),
             (r#"{"op_type":"U","pos":"1"}"#, "MALFORMED_VALUE"),

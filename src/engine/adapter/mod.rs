@@ -1,4 +1,4 @@
-//! Adapters (SPEC §2): each turns one Kafka record of its format into the normalised
+//! Adapters (docs/formats.md): each turns one Kafka record of its format into the normalised
 //! [`ChangeEvent`], a [`Skip`] the format defines, or a message error ([`AdapterError`]). The
 //! change event is the only contract between adapters and the projection writer.
 
@@ -42,7 +42,7 @@ pub enum Op {
     Delete,
 }
 
-/// One normalised change (SPEC §2.0).
+/// One normalised change (docs/formats.md).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChangeEvent {
     /// What happened.
@@ -135,7 +135,7 @@ pub enum Adapted {
     },
 }
 
-/// A record the adapter cannot turn into a change: a message error of SPEC §6.
+/// A record the adapter cannot turn into a change: a message error of docs/failures.md.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum AdapterError {
     /// The key is not what the format requires.
@@ -179,7 +179,7 @@ pub enum AdapterError {
 }
 
 impl AdapterError {
-    /// The SPEC §6 error code (dead-letter header `rtu-dlq-reason`, metrics label).
+    /// The docs/failures.md error code (dead-letter header `rtu-dlq-reason`, metrics label).
     pub fn code(&self) -> &'static str {
         match self {
             AdapterError::MalformedKey(_) => "MALFORMED_KEY",
@@ -306,7 +306,7 @@ fn kind(value: &Value) -> &'static str {
 
 #[cfg(test)]
 pub(crate) mod fixture {
-    //! The SPEC §2.0 fixture: projection `pr_customers`, PK `customer_id` (castToString).
+    //! The docs/formats.md fixture: projection `pr_customers`, PK `customer_id` (castToString).
 
     use super::*;
 

@@ -1,4 +1,4 @@
-//! ISO-8601 dates as the reference casts read and print them (SPEC §3.4): JavaScript's date
+//! ISO-8601 dates as the reference casts read and print them (docs/writes.md#cast-functions): JavaScript's date
 //! range (±8.64e15 ms), date-only and zone-less times read as UTC, impossible dates refused.
 
 /// The largest distance from the epoch a JavaScript Date can hold, in ms.

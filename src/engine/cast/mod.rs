@@ -1,4 +1,4 @@
-//! The built-in cast functions of SPEC §3.4: pure `(value) -> BSON value` conversions applied
+//! The built-in cast functions of docs/writes.md#cast-functions: pure `(value) -> BSON value` conversions applied
 //! to each projection field, under both their RTU ids (`defaultCastToString`) and their
 //! Projection Storer ids (`castToString`). `null` casts to `null` everywhere; an input the
 //! table lists as invalid is a [`CastError`], which the writer turns into `null` or a message
@@ -662,7 +662,7 @@ mod tests {
 
     #[test]
     fn spec_test_vector_17_lenient_casts() {
-        // SPEC §10 #17: age "42.9" -> 42, signup_at "2024-02-30" refused, vip "TRUE" refused,
+        // docs/vectors.md #17: age "42.9" -> 42, signup_at "2024-02-30" refused, vip "TRUE" refused,
         // name 12.5 -> "12.5".
         assert_eq!(Cast::ToInteger.apply(&json!("42.9")), Ok(Bson::Int64(42)));
         assert!(Cast::ToDate.apply(&json!("2024-02-30")).is_err());

@@ -1,5 +1,5 @@
 //! JavaScript number semantics the reference casts rely on: `Number(string)` parsing and
-//! `Number.prototype.toString()` formatting (SPEC §3.4), without a JavaScript engine.
+//! `Number.prototype.toString()` formatting (docs/writes.md#cast-functions), without a JavaScript engine.
 
 /// The value of `Number(text)`: trimmed; empty means 0; decimal with optional sign, fraction
 /// and exponent; `0x`/`0o`/`0b` integers without sign; `Infinity` with optional sign. `None` is

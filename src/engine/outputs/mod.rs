@@ -1,4 +1,4 @@
-//! What the engine announces after each applied projection write (SPEC §4): the pr-update
+//! What the engine announces after each applied projection write (docs/outputs.md): the pr-update
 //! event (§4.1), the sv-trigger event (§4.3) and the projection-changes upsert (§4.2). The
 //! builders are pure: they turn one [`Change`] into Kafka keys and values or MongoDB
 //! statements; only [`projection_changes`] talks to MongoDB, to send a batch of upserts.
@@ -167,7 +167,7 @@ fn write_kafka_info(kafka: &Source, out: &mut Vec<u8>) -> json::Written {
 
 #[cfg(test)]
 pub(crate) mod fixtures {
-    //! Stored documents as the engine writes them (SPEC §3.7), for the builders' tests.
+    //! Stored documents as the engine writes them (docs/writes.md#metadata), for the builders' tests.
 
     use mongodb::bson::oid::ObjectId;
     use mongodb::bson::{Bson, DateTime, Document, doc};

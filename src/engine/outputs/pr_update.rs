@@ -1,4 +1,4 @@
-//! The pr-update event of a projection write (SPEC §4.1): key = the primary key as a JSON
+//! The pr-update event of a projection write (docs/outputs.md#pr-update-events): key = the primary key as a JSON
 //! object in key order (both formats); value = the operation with the stored documents before
 //! and after the write. Format v1.0.0 (the documented RTU's) carries the message's origin in
 //! the value (`__internal__kafkaInfo`); format v2.0.0 (the Projection Storer's) moves it to a
@@ -104,7 +104,7 @@ mod tests {
     use crate::engine::outputs::fixtures::{W, b1, customers_source, metadata, source};
     use crate::engine::projection::Source;
 
-    /// The SPEC §4.1 example, verbatim.
+    /// The docs/outputs.md#pr-update-events example, verbatim.
     const B1_VALUE: &str = r#"
 { "operationType": "INSERT", "operationTimestamp": "2023-11-14T22:13:20.042Z",
   "documentId": "655400000000000000000001", "projectionName": "pr_customers", "source": "crm",

@@ -1,4 +1,4 @@
-//! Projection changes in MongoDB (SPEC §4.2): one document per `(type, identifier)` whose
+//! Projection changes in MongoDB (docs/outputs.md#projection-changes): one document per `(type, identifier)` whose
 //! `changes` array tells the single-view creator what to aggregate. [`projection_change_update`]
 //! builds the upsert of one change (pure), encoded straight into BSON (module `encode`: no
 //! `Document` tree is built, cloned and dropped per change); [`upsert_projection_changes`]

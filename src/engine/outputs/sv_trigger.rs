@@ -1,4 +1,4 @@
-//! The sv-trigger event (SPEC §4.3) of one single view a projection write affects: key = the
+//! The sv-trigger event (docs/outputs.md#sv-trigger-events) of one single view a projection write affects: key = the
 //! single-view identifier, value = `{type: "aggregation", singleViewName,
 //! singleViewIdentifier, change {projectionName, projectionIdentifier, data},
 //! __internal__kafkaInfo}`, header [`MESSAGE_SCHEMA_HEADER`](super::MESSAGE_SCHEMA_HEADER) =
@@ -58,7 +58,7 @@ mod tests {
     use crate::engine::outputs::ChangeOp;
     use crate::engine::outputs::fixtures::{W, source};
 
-    /// The SPEC §4.3 example, verbatim.
+    /// The docs/outputs.md#sv-trigger-events example, verbatim.
     const EXAMPLE: &str = r#"
 { "type": "aggregation", "singleViewName": "sv_customers", "singleViewIdentifier": { "customerId": "C-7" },
   "change": { "projectionName": "pr_order_items", "projectionIdentifier": { "order_id": "O-1", "line_no": 2 },
@@ -75,7 +75,7 @@ mod tests {
     #[test]
     fn the_spec_example() {
         let kafka = item_source();
-        // The example's stored document, shortened as in the SPEC.
+        // The example's stored document, shortened as docs/outputs.md shows it.
         let stored = doc! {
             "_id": ObjectId::new(), "order_id": "O-1", "line_no": 2_i64, "qty": 3_i64,
             "__STATE__": "PUBLIC",

@@ -1,6 +1,6 @@
 //! The RTU v7 result of a JavaScript adapter, `{keyObject, value, timestampDate, offset,
 //! operation?, before?, after?, operationPosition?}`, translated into the engine's change
-//! event (SPEC §2.4): `value → after` (an explicit `after` wins, for primary-key changes),
+//! event (docs/formats.md#custom-custom): `value → after` (an explicit `after` wins, for primary-key changes),
 //! no image → delete, `operation` absent → upsert, `operationPosition → position`. Each
 //! broken rule is reported by name. `timestampDate` and `offset` are not read: the engine
 //! takes both from the Kafka record.

@@ -1,4 +1,4 @@
-//! Users' JavaScript functions (SPEC §2.4 custom adapter, §3.5 custom casts, §4.4 manual
+//! Users' JavaScript functions (docs/formats.md#custom-custom custom adapter, §3.5 custom casts, §4.4 manual
 //! strategies) run in an embedded, sandboxed QuickJS engine: no filesystem, network, process,
 //! timers or `require`; a time limit per call (interrupt handler against a deadline) and a
 //! memory limit per runtime. A [`ScriptHost`] holds one kind of function, loaded from
@@ -40,11 +40,11 @@ pub struct Limits {
 /// The role of the functions a host holds; it decides their signature and error codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FunctionKind {
-    /// `(value, fieldName, logger) -> value` (SPEC §3.5).
+    /// `(value, fieldName, logger) -> value` (docs/writes.md#cast-functions).
     Cast,
-    /// `(kafkaMessage, primaryKeys, logger) -> RTU v7 adapter result` (SPEC §2.4).
+    /// `(kafkaMessage, primaryKeys, logger) -> RTU v7 adapter result` (docs/formats.md#custom-custom).
     Adapter,
-    /// `(logger, databaseName) -> async (document, mongoClient) -> identifiers` (SPEC §4.4).
+    /// `(logger, databaseName) -> async (document, mongoClient) -> identifiers` (docs/outputs.md#strategies).
     Strategy,
 }
 
@@ -138,7 +138,7 @@ pub enum ScriptError {
     Engine(String),
 }
 
-/// Why a call failed. [`CallError::code`] is the SPEC §6 code the caller reports.
+/// Why a call failed. [`CallError::code`] is the docs/failures.md code the caller reports.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum CallError {
     /// No function of that name (or of that kind) was loaded.
@@ -213,7 +213,7 @@ impl CallError {
         }
     }
 
-    /// The SPEC §6 code: `CAST_FAILED`, `CUSTOM_ADAPTER_FAILED`, `STRATEGY_FAILED`, or
+    /// The docs/failures.md code: `CAST_FAILED`, `CUSTOM_ADAPTER_FAILED`, `STRATEGY_FAILED`, or
     /// `STRATEGY_TIMEOUT` for a strategy past its time limit.
     pub fn code(&self) -> &'static str {
         match (self.callee().kind, self) {
@@ -224,7 +224,7 @@ impl CallError {
         }
     }
 
-    /// Whether SPEC §6 calls it transient (retry the message): a strategy timeout (the caller
+    /// Whether docs/failures.md calls it transient (retry the message): a strategy timeout (the caller
     /// counts its repetitions) or a failed MongoDB look-up.
     pub fn is_transient(&self) -> bool {
         matches!(self, CallError::Lookup { .. })
@@ -330,7 +330,7 @@ impl ScriptHost {
     }
 
     /// Calls the JavaScript adapter `name` on one record and translates its RTU v7 result into
-    /// a change event (SPEC §2.4); a broken contract is a `BadResult` naming the rule.
+    /// a change event (docs/formats.md#custom-custom); a broken contract is a `BadResult` naming the rule.
     pub fn adapt(
         &self,
         name: &str,

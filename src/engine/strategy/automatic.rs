@@ -1,4 +1,4 @@
-//! The walk of the automatic strategy (SPEC §4.4 steps 1-3) for a whole batch of messages.
+//! The walk of the automatic strategy (docs/outputs.md#strategies steps 1-3) for a whole batch of messages.
 //! Every start document becomes a cursor on each path that contains its projection; cursors
 //! waiting for the same relation are served by one `find` for all their documents (`$in` for a
 //! plain field equality, else an `$or` of per-document queries, plus `__STATE__: "PUBLIC"`),

@@ -1,4 +1,4 @@
-//! One ER-schema join condition (SPEC §4.4 step 2): its parsed form, the literals
+//! One ER-schema join condition (docs/outputs.md#strategies step 2): its parsed form, the literals
 //! (`__string__[x]`, `__integer__[n]`, `__boolean__[b]`, deprecated `__constant__[x]`), the
 //! MongoDB query it becomes for one source document, and the same test evaluated in memory on a
 //! fetched document, which is how a batched `find` is attributed back to its sources.

@@ -1,4 +1,4 @@
-//! The automatic strategy (SPEC §4.4): from a changed projection document to the identifiers
+//! The automatic strategy (docs/outputs.md#strategies): from a changed projection document to the identifiers
 //! of the single views to rebuild, by walking the relations of `erSchema.json` along the paths
 //! of `projectionChangesSchema.json`. [`load`] parses and validates both files against the
 //! projections the engine knows; [`AutomaticStrategy::identifiers`] runs the walk for a whole

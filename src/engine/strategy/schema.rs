@@ -1,4 +1,4 @@
-//! Parsing and validation of `erSchema.json` and `projectionChangesSchema.json` (SPEC §4.4,
+//! Parsing and validation of `erSchema.json` and `projectionChangesSchema.json` (docs/outputs.md#strategies,
 //! §7) into an [`AutomaticStrategy`]. Every error is collected, each naming the file, the JSON
 //! pointer of the bad value, what is wrong and what would be valid. The files are read as JSON,
 //! then each entry of `config` is decoded on its own (serde, unknown keys refused), so that one
@@ -17,11 +17,11 @@ use super::{AutomaticStrategy, NamedCondition, ProjectionInfo, Route, Step};
 /// The only schema version there is.
 const VERSION: &str = "1.0.0";
 
-/// Why an identifier may not be a custom function (SPEC §4.4 step 3: LATER).
+/// Why an identifier may not be a custom function (docs/outputs.md#strategies step 3: LATER).
 const IDENTIFIER_FUNCTIONS: &str = "custom identifier functions (__fromFile__) are not \
     supported; valid: {\"<single view field>\": \"<base projection field>\"}";
 
-/// Fields every projection document has (SPEC §1).
+/// Fields every projection document has (docs/writes.md#metadata).
 const METADATA: [&str; 10] = [
     "_id",
     "__STATE__",

@@ -1,4 +1,4 @@
-//! Before and after images of each applied statement, which the outputs need (SPEC §4.1
+//! Before and after images of each applied statement, which the outputs need (docs/outputs.md#pr-update-events
 //! `before`/`after`, §4.4 strategy start documents): one read of the stored documents of a
 //! batch's keys before the write, then each statement's effect replayed on them in memory, in
 //! order, from its outcome, so several messages of one key in a batch each get their own
@@ -16,7 +16,7 @@ use super::precheck::key_id;
 use super::{Outcome, Sent, WriterError};
 use crate::engine::projection::{Projection, Statement};
 
-/// What an applied statement did, as pr-update reports it (SPEC §4.1 `operationType`).
+/// What an applied statement did, as pr-update reports it (docs/outputs.md#pr-update-events `operationType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Change {
     /// No live document existed: created, resurrected from `DELETED`, or a PK-change target.

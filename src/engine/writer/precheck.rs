@@ -1,10 +1,10 @@
-//! Judges checked statements against the stored documents before they are sent (SPEC §3.6
+//! Judges checked statements against the stored documents before they are sent (docs/writes.md#validation-modes
 //! strict `required`, §3.8 upsert off): pure, from one read of the batch's keys, each statement
 //! of a key in batch order seeing what the earlier ones left. The stale guard comes first and
 //! stays the server's: a statement the guard would refuse is sent as is and comes back stale.
 //!
 //! This is sound because one writer owns a collection and a key's statements of a batch run in
-//! one write group, in order (SPEC §5): nothing else changes a key between the read and the
+//! one write group, in order (docs/consumption.md): nothing else changes a key between the read and the
 //! write.
 
 use std::cmp::Ordering;
@@ -48,7 +48,7 @@ impl Stored {
         }
     }
 
-    /// Anything but `DELETED` is a live document (`DRAFT`/`TRASH` included, SPEC §3.7).
+    /// Anything but `DELETED` is a live document (`DRAFT`/`TRASH` included, docs/writes.md#metadata).
     fn is_live(&self) -> bool {
         self.state.as_deref() != Some("DELETED")
     }
@@ -59,7 +59,7 @@ impl Stored {
 pub(super) enum Verdict {
     /// Send it (its outcome comes from MongoDB).
     Send,
-    /// Do not send it: the message fails with this SPEC §6 code.
+    /// Do not send it: the message fails with this docs/failures.md code.
     Fail {
         /// The code.
         code: &'static str,
@@ -336,7 +336,7 @@ mod tests {
         use Expect::{Live as Exists, NotLive};
         let insert = |c| check(NotLive, Live, c);
         let update = |c| check(Exists, Live, c);
-        // SPEC §10 #35 and #36.
+        // docs/vectors.md #35 and #36.
         assert_eq!(
             codes(&run(vec![insert(110)], Some(stored("PUBLIC", 100)), &[])),
             ["DUPLICATE_INSERT"]

@@ -61,7 +61,7 @@ fn schema_envelope_is_unwrapped() {
 
 #[test]
 fn skips_tombstones_and_truncates() {
-    // SPEC §10 #28 and #29.
+    // docs/vectors.md #28 and #29.
     let adapter = Debezium::default();
     assert_eq!(adapter.adapt(record(Some(KEY), None), &pk()), Ok(Adapted::Skip(Skip::Tombstone)));
     assert_eq!(
@@ -78,7 +78,7 @@ fn skips_tombstones_and_truncates() {
 
 #[test]
 fn pk_change_and_delete_by_key() {
-    // SPEC §10 #30 (the key is the new row's) and #31.
+    // docs/vectors.md #30 (the key is the new row's) and #31.
     let c = change(dbz(
         Some(r#"{"customer_id":"C-9"}"#),
         r#"{"before":{"customer_id":"C-1"},"after":{"customer_id":"C-9","name":"x"},"op":"u"}"#,
@@ -91,7 +91,7 @@ fn pk_change_and_delete_by_key() {
 
 #[test]
 fn missing_op_is_inferred() {
-    // SPEC §10 #32.
+    // docs/vectors.md #32.
     let c = change(dbz(None, r#"{"before":null,"after":{"customer_id":"C-4"}}"#));
     assert_eq!(c.op, Op::Insert);
     let c = change(dbz(None, r#"{"before":{"customer_id":"C-4"},"after":{"customer_id":"C-4"}}"#));
