@@ -9,6 +9,21 @@ fn rtu_check(file: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rtu")).arg("check").arg("--config").arg(file).output().unwrap()
 }
 
+/// `rtu check` on `text` written to a scratch file: its standard error, after asserting that
+/// it refused the file (exit code 1) and listed every one of `lines`.
+fn refused(name: &str, text: &str, lines: &[&str]) -> String {
+    let file = std::env::temp_dir().join(format!("rtu-check-{name}-{}.yaml", std::process::id()));
+    std::fs::write(&file, text).unwrap();
+    let out = rtu_check(&file);
+    std::fs::remove_file(&file).unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    for line in lines {
+        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
+    }
+    stderr
+}
+
 fn example() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/engine/debezium-crm.yaml")
 }
@@ -43,20 +58,16 @@ fn a_broken_config_lists_every_error_with_its_path() {
         .replace("castToInteger", "castToInt")
         .replace("database: crm_db", "database: crm.db")
         .replace("groupId: crm.rtu-customers", "groupId: \"\"");
-    let file = std::env::temp_dir().join(format!("rtu-check-{}.yaml", std::process::id()));
-    std::fs::write(&file, broken).unwrap();
-    let out = rtu_check(&file);
-    std::fs::remove_file(&file).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    for line in [
-        "3 error(s):",
-        "  kafka.groupId: must not be empty",
-        "  mongodb.database: \"crm.db\" contains '.'",
-        "  projections[0].fields[2].cast: unknown cast function \"castToInt\"; built-in casts are:",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
-    }
+    refused(
+        "broken",
+        &broken,
+        &[
+            "3 error(s):",
+            "  kafka.groupId: must not be empty",
+            "  mongodb.database: \"crm.db\" contains '.'",
+            "  projections[0].fields[2].cast: unknown cast function \"castToInt\"; built-in casts are:",
+        ],
+    );
 }
 
 #[test]
@@ -162,21 +173,17 @@ fn the_adapter_is_described_and_its_options_checked() {
         .replace("  type: debezium\n", "  type: debezium\n  iidr: { auditCounter: ccid }\n")
         .replace("castDebeziumDate", "castDebeziumDay")
         .replace("\"castDebeziumDecimal(2)\"", "\"castDebeziumDecimal(x)\"");
-    let file = std::env::temp_dir().join(format!("rtu-check-adapter-{}.yaml", std::process::id()));
-    std::fs::write(&file, broken).unwrap();
-    let out = rtu_check(&file);
-    std::fs::remove_file(&file).unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
-    for line in [
-        "4 error(s):",
-        "  adapter.iidr: only used with type basic (or db2)",
-        "  adapter.debezium.addedFieldsPrefix: must not be empty",
-        "  projections[0].fields[2].cast: unknown cast function \"castDebeziumDay\"; built-in casts are:",
-        "  projections[0].fields[3].cast: unknown cast function \"castDebeziumDecimal(x)\"",
-    ] {
-        assert!(stderr.contains(line), "missing {line:?} in:\n{stderr}");
-    }
+    let stderr = refused(
+        "adapter",
+        &broken,
+        &[
+            "4 error(s):",
+            "  adapter.iidr: only used with type basic (or db2)",
+            "  adapter.debezium.addedFieldsPrefix: must not be empty",
+            "  projections[0].fields[2].cast: unknown cast function \"castDebeziumDay\"; built-in casts are:",
+            "  projections[0].fields[3].cast: unknown cast function \"castDebeziumDecimal(x)\"",
+        ],
+    );
     for cast in [
         "castToDecimal128",
         "castDebeziumDate",

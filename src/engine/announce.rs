@@ -5,6 +5,7 @@
 //! the announcement; a replay produces the same documents and event keys); a strategy that
 //! throws, or times out three times for one message, fails that message (error policy).
 
+use crate::engine::code::ErrorCode;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
@@ -102,7 +103,7 @@ pub struct Failure {
     /// The batch index of the message.
     pub message: usize,
     /// `STRATEGY_FAILED`, `STRATEGY_TIMEOUT` or `OUTPUT_FAILED`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Why.
     pub reason: String,
 }
@@ -392,7 +393,7 @@ impl Announcer {
                 }
                 Err(_) => failures.push(Failure {
                     message: applied[owner].message,
-                    code: "STRATEGY_TIMEOUT",
+                    code: ErrorCode::StrategyTimeout,
                     reason: format!(
                         "the automatic strategy ran past {:?} for this message alone, after its \
                          batch timed out {TIMEOUT_ATTEMPTS} times",
@@ -737,7 +738,7 @@ fn dedupe_per_message(applied: &[Applied<'_>], found: &mut [Vec<SvIdentifier>]) 
 }
 
 fn output_failure(message: usize, e: OutputError) -> Failure {
-    Failure { message, code: "OUTPUT_FAILED", reason: e.to_string() }
+    Failure { message, code: ErrorCode::OutputFailed, reason: e.to_string() }
 }
 
 /// The automatic strategy of `config`, loaded and checked against its projections.

@@ -5,6 +5,7 @@
 //! permanent ones (topic missing, not authorised, record too large) are returned so the caller
 //! falls back to `stop`.
 
+use crate::engine::code::ErrorCode;
 use std::time::Duration;
 
 use mongodb::bson::DateTime;
@@ -14,6 +15,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use tracing::warn;
 
 use crate::config::{KafkaConfig, SecretError};
+use crate::engine::backoff::Backoff;
 use crate::engine::kafka::producer_config;
 
 /// Longest `rtu-dlq-message` header, in bytes.
@@ -41,7 +43,7 @@ pub enum DeadLetterError {
 /// Why a message is dead-lettered, and who says so.
 pub struct Failure<'a> {
     /// The docs/failures.md code, e.g. `MALFORMED_VALUE`.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// The explanation (truncated to 1 KiB in the header).
     pub reason: &'a str,
     /// The projection the message was for (empty when unknown).
@@ -82,7 +84,7 @@ impl DeadLetter {
         mut on_retry: impl FnMut(&KafkaError),
     ) -> Result<(), DeadLetterError> {
         let headers = self.headers(msg, failure);
-        let mut backoff = Duration::from_millis(200);
+        let mut backoff = Backoff::default();
         loop {
             let mut record: FutureRecord<'_, [u8], [u8]> =
                 FutureRecord::to(&self.topic).headers(headers.clone());
@@ -98,10 +100,10 @@ impl DeadLetter {
                     return Err(DeadLetterError::Produce { topic: self.topic.clone(), source: e });
                 }
                 Err((e, _)) => {
-                    warn!(topic = %self.topic, error = %e, retry_in_ms = backoff.as_millis() as u64, "dead-letter produce failed; retrying");
+                    let delay = backoff.next_delay();
+                    warn!(topic = %self.topic, error = %e, retry_in_ms = delay.as_millis() as u64, "dead-letter produce failed; retrying");
                     on_retry(&e);
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(30));
+                    tokio::time::sleep(delay).await;
                 }
             }
         }

@@ -3,7 +3,9 @@
 
 pub mod adapter;
 pub mod announce;
+pub mod backoff;
 pub mod cast;
+pub mod code;
 pub mod consumer;
 pub mod context;
 pub mod dead_letter;

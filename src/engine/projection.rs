@@ -4,6 +4,7 @@
 //! upsert off or strict `required` fields, statements also carry the [`Check`] of the stored
 //! document the writer makes before sending them.
 
+use crate::engine::code::ErrorCode;
 use std::collections::HashMap;
 
 use mongodb::bson::{Bson, DateTime, Decimal128, Document, RawDocumentBuf, doc};
@@ -227,12 +228,12 @@ pub enum WriteError {
 
 impl WriteError {
     /// The docs/failures.md error code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            WriteError::CastFailed { .. } => "CAST_FAILED",
-            WriteError::MissingPrimaryKey { .. } => "MISSING_PRIMARY_KEY",
-            WriteError::ValidationFailed { .. } => "VALIDATION_FAILED",
-            WriteError::Unencodable { .. } => "MALFORMED_VALUE",
+            WriteError::CastFailed { .. } => ErrorCode::CastFailed,
+            WriteError::MissingPrimaryKey { .. } => ErrorCode::MissingPrimaryKey,
+            WriteError::ValidationFailed { .. } => ErrorCode::ValidationFailed,
+            WriteError::Unencodable { .. } => ErrorCode::MalformedValue,
         }
     }
 }

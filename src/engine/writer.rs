@@ -8,6 +8,7 @@
 mod images;
 mod precheck;
 
+use crate::engine::code::ErrorCode;
 use std::borrow::Borrow;
 use std::collections::HashMap;
 
@@ -45,7 +46,7 @@ pub enum Outcome {
         /// The docs/failures.md code: `UNIQUE_VIOLATION`, `DOCUMENT_TOO_LARGE`, `DUPLICATE_INSERT`,
         /// `MISSING_DOCUMENT`, `VALIDATION_FAILED`, or `WRITE_FAILED` for another MongoDB
         /// refusal.
-        code: &'static str,
+        code: ErrorCode,
         /// Why (MongoDB's code and message when it refused).
         message: String,
     },
@@ -215,7 +216,7 @@ async fn execute_sent(
             // `send` gives one outcome per statement; a missing one is never taken as done.
             Verdict::Send => sent.next().unwrap_or_else(|| {
                 Sent::of(Outcome::Failed {
-                    code: "WRITE_FAILED",
+                    code: ErrorCode::WriteFailed,
                     message: "no outcome in MongoDB's reply".into(),
                 })
             }),
@@ -371,12 +372,12 @@ async fn run_deletes<S: Borrow<Statement>>(
 
 /// The docs/failures.md code of a statement MongoDB refused (a duplicate key on the primary key is
 /// stale and never gets here).
-fn refusal_code(code: i32) -> &'static str {
+fn refusal_code(code: i32) -> ErrorCode {
     match code {
-        11000 | 11001 => "UNIQUE_VIOLATION",
+        11000 | 11001 => ErrorCode::UniqueViolation,
         // BSONObjectTooLarge; "Resulting document after update is larger than ...".
-        10334 | 17419 => "DOCUMENT_TOO_LARGE",
-        _ => "WRITE_FAILED",
+        10334 | 17419 => ErrorCode::DocumentTooLarge,
+        _ => ErrorCode::WriteFailed,
     }
 }
 

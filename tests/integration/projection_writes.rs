@@ -8,6 +8,7 @@ use serde_json::json;
 
 use rtu_operator::config::{DeleteMechanism, ProjectionConfig, Validation, WritesConfig};
 use rtu_operator::engine::adapter::{Adapted, Adapter, Record};
+use rtu_operator::engine::code::ErrorCode;
 use rtu_operator::engine::projection::{Mapped, Projection, Source, Statement, parse_kafka_key};
 use rtu_operator::engine::writer::{Outcome, ensure_primary_key_index, execute};
 
@@ -314,7 +315,7 @@ async fn a_secondary_unique_index_violation_is_a_failure_not_stale() {
     );
     let outcomes = h.db2(2, &key("C-2"), Some(r#"{"customer_id":"C-2","name":"Same"}"#)).await;
     assert!(
-        matches!(&outcomes[..], [Outcome::Failed { code: "UNIQUE_VIOLATION", message }] if message.contains("11000")),
+        matches!(&outcomes[..], [Outcome::Failed { code: ErrorCode::UniqueViolation, message }] if message.contains("11000")),
         "{outcomes:?}"
     );
     h.drop().await;
@@ -364,7 +365,7 @@ fn failed_code(outcomes: &[Outcome]) -> Vec<&'static str> {
     outcomes
         .iter()
         .map(|o| match o {
-            Outcome::Failed { code, .. } => *code,
+            Outcome::Failed { code, .. } => code.as_str(),
             _ => "ok",
         })
         .collect()
@@ -467,7 +468,7 @@ async fn strict_required_fields_are_checked_when_the_write_creates_the_document(
     // `name` is required: creating C-1 without it fails, nothing is written.
     let outcomes = write(1, dbz("c", "C-1", r#","age":"36""#)).await;
     assert!(
-        matches!(&outcomes[..], [Outcome::Failed { code: "VALIDATION_FAILED", message }] if message.contains("\"name\"")),
+        matches!(&outcomes[..], [Outcome::Failed { code: ErrorCode::ValidationFailed, message }] if message.contains("\"name\"")),
         "{outcomes:?}"
     );
     assert!(h.get("C-1").await.is_none());

@@ -90,7 +90,7 @@ async fn script_strategy_that_throws_is_strategy_failed_with_its_message() {
         matches!(&err, CallError::Threw { message, .. } if message == "no single view for C-9"),
         "{err:?}"
     );
-    assert_eq!((err.code(), err.is_transient()), ("STRATEGY_FAILED", false));
+    assert_eq!((err.code().as_str(), err.is_transient()), ("STRATEGY_FAILED", false));
     db.drop().await.unwrap();
 }
 
@@ -107,7 +107,7 @@ async fn script_strategy_that_never_finishes_times_out_and_the_next_call_works()
         let took = started.elapsed();
         let err = err.unwrap_err();
         assert!(matches!(err, CallError::Timeout { limit: l, .. } if l == limit), "{err:?}");
-        assert_eq!((err.code(), err.is_transient()), ("STRATEGY_TIMEOUT", true));
+        assert_eq!((err.code().as_str(), err.is_transient()), ("STRATEGY_TIMEOUT", true));
         assert!(took >= limit && took < Duration::from_secs(3), "took {took:?}");
 
         let ids = host.strategy("loops", &name, &doc! { "customer_id": "C-7" }, db.clone()).await;

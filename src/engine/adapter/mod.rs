@@ -8,6 +8,7 @@ mod debezium;
 mod golden_gate;
 mod pairing;
 
+use crate::engine::code::ErrorCode;
 use serde_json::{Map, Value};
 
 use crate::engine::cast::{Cast, CastError};
@@ -180,15 +181,15 @@ pub enum AdapterError {
 
 impl AdapterError {
     /// The docs/failures.md error code (dead-letter header `rtu-dlq-reason`, metrics label).
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            AdapterError::MalformedKey(_) => "MALFORMED_KEY",
-            AdapterError::MalformedValue(_) => "MALFORMED_VALUE",
-            AdapterError::MissingPrimaryKey { .. } => "MISSING_PRIMARY_KEY",
-            AdapterError::KeyMismatch { .. } => "KEY_MISMATCH",
-            AdapterError::UnknownOperation(_) => "UNKNOWN_OPERATION",
-            AdapterError::CastFailed { .. } => "CAST_FAILED",
-            AdapterError::CustomAdapterFailed(_) => "CUSTOM_ADAPTER_FAILED",
+            AdapterError::MalformedKey(_) => ErrorCode::MalformedKey,
+            AdapterError::MalformedValue(_) => ErrorCode::MalformedValue,
+            AdapterError::MissingPrimaryKey { .. } => ErrorCode::MissingPrimaryKey,
+            AdapterError::KeyMismatch { .. } => ErrorCode::KeyMismatch,
+            AdapterError::UnknownOperation(_) => ErrorCode::UnknownOperation,
+            AdapterError::CastFailed { .. } => ErrorCode::CastFailed,
+            AdapterError::CustomAdapterFailed(_) => ErrorCode::CustomAdapterFailed,
         }
     }
 }
@@ -332,7 +333,7 @@ pub(crate) mod fixture {
         }
     }
 
-    pub fn code(result: Result<Adapted, AdapterError>) -> &'static str {
+    pub fn code(result: Result<Adapted, AdapterError>) -> ErrorCode {
         match result {
             Err(e) => e.code(),
             Ok(other) => panic!("expected an error, got {other:?}"),

@@ -15,6 +15,7 @@ mod convert;
 mod engine;
 mod lookup;
 
+use crate::engine::code::ErrorCode;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -215,12 +216,12 @@ impl CallError {
 
     /// The docs/failures.md code: `CAST_FAILED`, `CUSTOM_ADAPTER_FAILED`, `STRATEGY_FAILED`, or
     /// `STRATEGY_TIMEOUT` for a strategy past its time limit.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match (self.callee().kind, self) {
-            (FunctionKind::Cast, _) => "CAST_FAILED",
-            (FunctionKind::Adapter, _) => "CUSTOM_ADAPTER_FAILED",
-            (FunctionKind::Strategy, CallError::Timeout { .. }) => "STRATEGY_TIMEOUT",
-            (FunctionKind::Strategy, _) => "STRATEGY_FAILED",
+            (FunctionKind::Cast, _) => ErrorCode::CastFailed,
+            (FunctionKind::Adapter, _) => ErrorCode::CustomAdapterFailed,
+            (FunctionKind::Strategy, CallError::Timeout { .. }) => ErrorCode::StrategyTimeout,
+            (FunctionKind::Strategy, _) => ErrorCode::StrategyFailed,
         }
     }
 

@@ -7,6 +7,7 @@
 //! one write group, in order (docs/consumption.md): nothing else changes a key between the read and the
 //! write.
 
+use crate::engine::code::ErrorCode;
 use std::cmp::Ordering;
 use std::collections::HashMap;
 
@@ -62,7 +63,7 @@ pub(super) enum Verdict {
     /// Do not send it: the message fails with this docs/failures.md code.
     Fail {
         /// The code.
-        code: &'static str,
+        code: ErrorCode,
         /// Why.
         message: String,
     },
@@ -124,13 +125,13 @@ fn judge_one(check: &Check, slot: &mut Option<Stored>, required: &[&str]) -> Ver
     match check.expect {
         Expect::Live if !live => {
             return fail(
-                "MISSING_DOCUMENT",
+                ErrorCode::MissingDocument,
                 "update of a missing or DELETED document with writes.upsert false".into(),
             );
         }
         Expect::NotLive if live && !stored.is_some_and(|s| written_by(check, s)) => {
             return fail(
-                "DUPLICATE_INSERT",
+                ErrorCode::DuplicateInsert,
                 "insert of a document that exists with writes.upsert false".into(),
             );
         }
@@ -145,7 +146,7 @@ fn judge_one(check: &Check, slot: &mut Option<Stored>, required: &[&str]) -> Ver
             check.required_absent.iter().filter(|f| lacks.contains(f)).collect();
         if !missing.is_empty() {
             return fail(
-                "VALIDATION_FAILED",
+                ErrorCode::ValidationFailed,
                 format!("required field(s) {missing:?} absent when the write creates the document"),
             );
         }
@@ -154,7 +155,7 @@ fn judge_one(check: &Check, slot: &mut Option<Stored>, required: &[&str]) -> Ver
     Verdict::Send
 }
 
-fn fail(code: &'static str, message: String) -> Verdict {
+fn fail(code: ErrorCode, message: String) -> Verdict {
     Verdict::Fail { code, message }
 }
 
@@ -325,7 +326,7 @@ mod tests {
             .iter()
             .map(|v| match v {
                 Verdict::Send => "send",
-                Verdict::Fail { code, .. } => code,
+                Verdict::Fail { code, .. } => code.as_str(),
             })
             .collect()
     }
@@ -414,7 +415,7 @@ mod tests {
         // Creation without "name".
         let v = run(vec![upsert(&["name"], 100)], None, &required);
         assert!(
-            matches!(&v[..], [Verdict::Fail { code: "VALIDATION_FAILED", message }] if message.contains("\"name\"")),
+            matches!(&v[..], [Verdict::Fail { code: ErrorCode::ValidationFailed, message }] if message.contains("\"name\"")),
             "{v:?}"
         );
         // The same partial write on a live document.

@@ -1,0 +1,424 @@
+//! One batch through the engine: adapt and map every message into statements per write group
+//! (IIDR before images paired with their after images), write them (retried until MongoDB
+//! acknowledges), sort the outcomes, announce the applied writes, then hand the batch to the
+//! error policy and the ledger.
+
+use super::*;
+
+/// A message that failed permanently, for logs and the error policy.
+pub(super) struct MessageFailure {
+    /// The batch index of the message.
+    pub(super) index: usize,
+    /// Its projection (`None` when its topic has none).
+    pub(super) target: Option<usize>,
+    pub(super) code: ErrorCode,
+    pub(super) reason: String,
+}
+
+/// A batch adapted and mapped, ready to write as `targets x writesInFlight` groups: group
+/// `target * writesInFlight + k` holds the statements of target `target` whose primary key
+/// hashes to `k`, in message order.
+pub(super) struct Prepared {
+    /// Per group: the statements.
+    pub(super) statements: Vec<Vec<Statement>>,
+    /// Per group: the batch index of the message each statement comes from.
+    pub(super) origins: Vec<Vec<usize>>,
+    /// Per topic-partition: the first offset that must not be stored (a failure under
+    /// `stop` / `pauseTopic`).
+    pub(super) ledger: Ledger,
+    /// Per message: its target (if any) and fate.
+    pub(super) targets: Vec<Option<usize>>,
+    pub(super) fates: Vec<Fate>,
+    /// Messages that failed, in batch order.
+    pub(super) failures: Vec<MessageFailure>,
+    pub(super) counts: BatchCounts,
+    /// Per message: where it came from, kept for the outputs (only when some are on).
+    pub(super) sources: Vec<Option<Source>>,
+    /// When the batch was prepared, right after its poll (v2 pr-update `pollTimestamp`).
+    pub(super) polled_at_ms: i64,
+}
+
+/// A batch written to MongoDB, waiting for its outputs and offsets.
+pub(super) struct Written {
+    pub(super) batch: Vec<OwnedMessage>,
+    pub(super) prepared: Prepared,
+    /// Per write group: the images of each statement (when an output needs them).
+    pub(super) images: Vec<Vec<Option<Images>>>,
+}
+
+/// Logs a format-defined skip: a truncate as a warning (projections keep their documents),
+/// what a change stream carries besides rows at debug level.
+pub(super) fn log_skip(msg: &OwnedMessage, skip: Skip) {
+    let (topic, partition, offset) = (msg.topic(), msg.partition(), msg.offset());
+    match skip {
+        Skip::Truncate => warn!(
+            topic,
+            partition,
+            offset,
+            reason = skip.reason(),
+            "truncate skipped: the projection keeps its documents"
+        ),
+        Skip::SchemaChange => info!(topic, partition, offset, reason = skip.reason(), "skipped"),
+        _ => debug!(topic, partition, offset, reason = skip.reason(), "skipped"),
+    }
+}
+
+/// Where a message comes from, as the write's metadata and the outputs record it.
+pub(super) fn source_of(msg: &OwnedMessage) -> Source {
+    Source {
+        topic: msg.topic().to_string(),
+        partition: msg.partition(),
+        offset: msg.offset(),
+        timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+        key: parse_kafka_key(msg.key()),
+    }
+}
+
+impl Engine {
+    /// Adapts and maps a batch: statements per target. Under `stop` / `pauseTopic` a failing
+    /// message blocks its partition from that offset on.
+    pub(super) fn prepare_batch(&self, batch: &[OwnedMessage]) -> Prepared {
+        let now = DateTime::now();
+        let groups = self.groups_per_target();
+        let halted = self.halts.halted();
+        let dead_letter = self.dead_letter.is_some();
+        let mut prepared = Prepared {
+            statements: vec![Vec::new(); self.targets.len() * groups],
+            origins: vec![Vec::new(); self.targets.len() * groups],
+            ledger: Ledger::default(),
+            targets: vec![None; batch.len()],
+            fates: vec![Fate::Halted; batch.len()],
+            failures: Vec::new(),
+            counts: BatchCounts::default(),
+            sources: Vec::new(),
+            polled_at_ms: now.timestamp_millis(),
+        };
+        for (i, msg) in batch.iter().enumerate() {
+            if prepared.ledger.holds(&halted, msg) {
+                continue;
+            }
+            let target = self.by_topic.get(msg.topic()).copied();
+            prepared.targets[i] = target;
+            match self.prepare(msg, target, now, &mut prepared.counts) {
+                Ok(Ok((stmts, source))) => {
+                    prepared.fates[i] = Fate::Written { applied: false };
+                    if self.announcer.is_some() {
+                        prepared.sources.resize(batch.len(), None);
+                        prepared.sources[i] = Some(source);
+                    }
+                    let Some(target) = target else { continue };
+                    for statement in stmts {
+                        let projection = &self.targets[target].projection;
+                        let group = target * groups + projection.group_of(&statement, groups);
+                        prepared.origins[group].push(i);
+                        prepared.statements[group].push(statement);
+                    }
+                }
+                Ok(Err(skip)) => {
+                    prepared.fates[i] = Fate::Skipped;
+                    *prepared.counts.skipped.entry(skip.reason()).or_default() += 1;
+                }
+                Err((code, reason)) => {
+                    prepared.fates[i] = Fate::Failed;
+                    prepared.failures.push(MessageFailure { index: i, target, code, reason });
+                    if !dead_letter {
+                        prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
+                    }
+                }
+            }
+        }
+        // A before image waiting for its after image must not be committed: after a restart
+        // the pair is read again from it.
+        let pairing = self.pairing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        for (topic, partition, offset) in pairing.waiting() {
+            prepared.ledger.block(topic, partition, offset);
+        }
+        prepared
+    }
+
+    /// Pairs an IIDR record with the before image waiting on its partition; a failed record
+    /// ends the wait too.
+    pub(super) fn pair(
+        &self,
+        msg: &OwnedMessage,
+        adapted: Result<Adapted, (ErrorCode, String)>,
+    ) -> Result<Adapted, (ErrorCode, String)> {
+        let mut pairing = self.pairing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (record, failure) = match adapted {
+            Ok(adapted) => (adapted, None),
+            Err(failure) => (Adapted::Skip(Skip::NullValue), Some(failure)),
+        };
+        let paired = pairing.pair(msg.topic(), msg.partition(), msg.offset(), record);
+        if let Some(orphan) = paired.orphan {
+            warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = orphan,
+                "IIDR before image (UB) not followed by its after image (UP): nothing written for it"
+            );
+        }
+        match failure {
+            Some(failure) => Err(failure),
+            None => Ok(paired.adapted),
+        }
+    }
+
+    /// Adapts and maps one message: its statements, a skip, or a failure (code, reason).
+    #[allow(clippy::type_complexity)]
+    pub(super) fn prepare(
+        &self,
+        msg: &OwnedMessage,
+        target: Option<usize>,
+        now: DateTime,
+        counts: &mut BatchCounts,
+    ) -> Result<Result<(Vec<Statement>, Source), Skip>, (ErrorCode, String)> {
+        let Some(target) = target else {
+            return Err((ErrorCode::UnknownTopic, "no projection for this topic".into()));
+        };
+        let t = &self.targets[target];
+        let change = match &t.adapter {
+            Adapting::Script(host, name) => {
+                let message = KafkaMessage {
+                    key: msg.key(),
+                    value: msg.payload(),
+                    timestamp_ms: msg.timestamp().to_millis().unwrap_or(0),
+                    offset: msg.offset(),
+                };
+                host.adapt(name, &message, &t.key_fields).map_err(|e| (e.code(), e.to_string()))?
+            }
+            Adapting::BuiltIn(adapter) => {
+                let record = Record { key: msg.key(), value: msg.payload() };
+                let adapted = adapter.adapt(record, &t.key).map_err(|e| (e.code(), e.to_string()));
+                let adapted = match adapter {
+                    Adapter::Basic(_) => self.pair(msg, adapted)?,
+                    _ => adapted?,
+                };
+                match adapted {
+                    Adapted::Change(c) | Adapted::AfterImage { change: c, .. } => c,
+                    Adapted::Skip(skip) => {
+                        log_skip(msg, skip);
+                        return Ok(Err(skip));
+                    }
+                    Adapted::BeforeImage(_) => return Ok(Err(Skip::BeforeImage)),
+                }
+            }
+        };
+        let source = source_of(msg);
+        let mapped =
+            t.projection.map(&change, &source, now).map_err(|e| (e.code(), e.to_string()))?;
+        for field in mapped.unknown_fields {
+            *counts.unknown_fields.entry((t.name.clone(), field)).or_default() += 1;
+        }
+        for field in mapped.uncastable_fields {
+            *counts.uncastable_fields.entry((t.name.clone(), field)).or_default() += 1;
+        }
+        Ok(Ok((mapped.statements, source)))
+    }
+
+    /// Writes a batch (retried until MongoDB acknowledges it) and sorts its outcomes; `None`
+    /// when shutdown interrupted a retry.
+    pub(super) async fn write(
+        &self,
+        batch: Vec<OwnedMessage>,
+        mut prepared: Prepared,
+    ) -> Option<Written> {
+        let written = self.write_with_retry(&prepared.statements).await?;
+        let (outcomes, images): (Vec<_>, Vec<_>) = written.into_iter().unzip();
+        self.collect_outcomes(&batch, &mut prepared, outcomes);
+        Some(Written { batch, prepared, images })
+    }
+
+    /// Finishes a written batch: its outputs, the error policy for what failed, its offsets and
+    /// metrics; false when shutdown interrupted a retry.
+    pub(super) async fn finish(&self, written: Written) -> bool {
+        let Written { batch, mut prepared, images } = written;
+        self.halt_late(&batch, &mut prepared);
+        if !self.announce(&batch, &mut prepared, &images).await {
+            return false;
+        }
+        if !self.apply_policy(&batch, &mut prepared).await {
+            return false;
+        }
+        self.store_offsets(&batch, &prepared);
+        let Prepared { targets, fates, mut counts, .. } = prepared;
+        // Counted with borrowed keys, then once per distinct key into the owned ones.
+        let mut messages: BTreeMap<(&str, Option<usize>, &'static str), u64> = BTreeMap::new();
+        for ((msg, target), fate) in batch.iter().zip(targets).zip(fates) {
+            if let Some(outcome) = fate.label() {
+                *messages.entry((msg.topic(), target, outcome)).or_default() += 1;
+            }
+        }
+        for ((topic, target, outcome), n) in messages {
+            let projection = target.map(|t| self.targets[t].name.clone()).unwrap_or_default();
+            counts.messages.insert((topic.to_string(), projection, outcome), n);
+        }
+        counts.publish(&self.telemetry.metrics);
+        true
+    }
+
+    /// Per statement: the message's fate, the write counters, and the failures (which, under
+    /// `stop` / `pauseTopic`, block their partition).
+    pub(super) fn collect_outcomes(
+        &self,
+        batch: &[OwnedMessage],
+        prepared: &mut Prepared,
+        outcomes: Vec<Vec<Outcome>>,
+    ) {
+        let groups = self.groups_per_target();
+        let dead_letter = self.dead_letter.is_some();
+        for (group, results) in outcomes.into_iter().enumerate() {
+            let target = group / groups;
+            for (&i, outcome) in prepared.origins[group].iter().zip(results) {
+                let op = match outcome {
+                    Outcome::Inserted => "insert",
+                    Outcome::Updated => "update",
+                    Outcome::Deleted { deleted: true } => "delete",
+                    Outcome::Deleted { deleted: false } | Outcome::Stale => continue,
+                    Outcome::Failed { code, message } => {
+                        let msg = &batch[i];
+                        if prepared.fates[i] == Fate::Failed {
+                            continue; // a message's second statement: one failure is enough
+                        }
+                        prepared.fates[i] = Fate::Failed;
+                        prepared.failures.push(MessageFailure {
+                            index: i,
+                            target: Some(target),
+                            code,
+                            reason: message,
+                        });
+                        if !dead_letter {
+                            prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
+                        }
+                        continue;
+                    }
+                };
+                if let Fate::Written { applied } = &mut prepared.fates[i] {
+                    *applied = true;
+                }
+                let name = self.targets[target].name.clone();
+                *prepared.counts.writes.entry((name, op)).or_default() += 1;
+            }
+        }
+        prepared.failures.sort_by_key(|f| f.index);
+    }
+
+    /// Announces the batch's applied writes (docs/outputs.md), retried with back-off until every
+    /// output is acknowledged; a message a strategy failed becomes a failure for the error
+    /// policy. False when shutdown interrupted a retry.
+    pub(super) async fn announce(
+        &self,
+        batch: &[OwnedMessage],
+        prepared: &mut Prepared,
+        images: &[Vec<Option<Images>>],
+    ) -> bool {
+        let Some(announcer) = &self.announcer else { return true };
+        let groups = self.groups_per_target();
+        let mut writes: Vec<(usize, usize, &Images)> = Vec::new();
+        for (group, group_images) in images.iter().enumerate() {
+            for (&i, image) in prepared.origins[group].iter().zip(group_images) {
+                if let (Some(image), Fate::Written { applied: true }) = (image, prepared.fates[i]) {
+                    writes.push((i, group / groups, image));
+                }
+            }
+        }
+        if writes.is_empty() {
+            return true;
+        }
+        // Message order; a PK change's delete before its insert.
+        writes.sort_by_key(|(i, _, image)| (*i, image.change != writer::Change::Delete));
+        let applied: Vec<Applied<'_>> = writes
+            .iter()
+            .filter_map(|(i, target, images)| {
+                Some(Applied {
+                    message: *i,
+                    projection: &self.targets[*target].name,
+                    primary_keys: &self.targets[*target].key_targets,
+                    images,
+                    source: prepared.sources.get(*i)?.as_ref()?,
+                    polled_at_ms: prepared.polled_at_ms,
+                })
+            })
+            .collect();
+        let Some(failures) = self.announce_with_retry(announcer, &applied).await else {
+            return false;
+        };
+        let dead_letter = self.dead_letter.is_some();
+        for f in failures {
+            let target = applied
+                .iter()
+                .find(|a| a.message == f.message)
+                .and_then(|a| self.targets.iter().position(|t| t.name == a.projection));
+            prepared.fates[f.message] = Fate::Failed;
+            let msg = &batch[f.message];
+            if !dead_letter {
+                prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
+            }
+            prepared.failures.push(MessageFailure {
+                index: f.message,
+                target,
+                code: f.code,
+                reason: f.reason,
+            });
+        }
+        prepared.failures.sort_by_key(|f| f.index);
+        true
+    }
+
+    pub(super) async fn announce_with_retry(
+        &self,
+        announcer: &Announcer,
+        applied: &[Applied<'_>],
+    ) -> Option<Vec<announce::Failure>> {
+        let retry = Retry {
+            dependency: "outputs",
+            kind: "outputs",
+            what: "outputs failed; announcing the batch again",
+        };
+        self.retry(retry, || announcer.announce(applied)).await
+    }
+
+    /// Write groups per target: `tuning.writesInFlight`.
+    pub(super) fn groups_per_target(&self) -> usize {
+        self.config.tuning.writes_in_flight.max(1) as usize
+    }
+
+    /// Writes every group concurrently (statements of one key are in one group, in order); a
+    /// failed command is retried with back-off (200 ms doubling to 30 s) until it succeeds or
+    /// shutdown is asked for (`None`).
+    #[allow(clippy::type_complexity)]
+    pub(super) async fn write_with_retry(
+        &self,
+        statements: &[Vec<Statement>],
+    ) -> Option<Vec<(Vec<Outcome>, Vec<Option<Images>>)>> {
+        let metrics = &self.telemetry.metrics;
+        let attempt = || {
+            let groups = self.groups_per_target();
+            let writes = statements.iter().enumerate().map(|(group, stmts)| {
+                let target = &self.targets[group / groups];
+                let images = self.announcer.as_ref().is_some_and(|a| a.wants_images(&target.name));
+                let projection = &target.projection;
+                async move {
+                    if stmts.is_empty() {
+                        return Ok((Vec::new(), Vec::new()));
+                    }
+                    let started = Instant::now();
+                    let outcomes = match images {
+                        true => writer::execute_with_images(&self.db, projection, stmts).await,
+                        false => writer::execute(&self.db, projection, stmts)
+                            .await
+                            .map(|o| (o, Vec::new())),
+                    };
+                    metrics.write_duration.observe(started.elapsed().as_secs_f64());
+                    outcomes
+                }
+            });
+            try_join_all(writes)
+        };
+        let retry = Retry {
+            dependency: "mongodb writes",
+            kind: "mongodb_write",
+            what: "mongodb write failed; retrying the batch",
+        };
+        self.retry(retry, attempt).await
+    }
+}
