@@ -20,7 +20,7 @@ use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use rtu_operator::config::{EngineConfig, ProjectionConfig, WritesConfig};
-use rtu_operator::engine::adapter::{Adapted, Adapter, Record};
+use rtu_operator::engine::adapter::{Adapted, Adapter, KafkaRecord};
 use rtu_operator::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use rtu_operator::engine::writer::{ensure_primary_key_index, execute};
 
@@ -130,7 +130,7 @@ fn statements(projection: &Projection, topic: &str, events: usize, keys: usize) 
         .flat_map(|i| {
             let (k, v) = event(i, keys);
             let Ok(Adapted::Change(change)) = Adapter::Debezium(Default::default()).adapt(
-                Record { key: Some(k.as_bytes()), value: Some(v.as_bytes()) },
+                KafkaRecord { key: Some(k.as_bytes()), value: Some(v.as_bytes()) },
                 &projection.adapter_key(),
             ) else {
                 panic!("event {i} does not adapt")
@@ -289,7 +289,7 @@ async fn naive(topic: &str, db: &Database, projection: &Projection, messages: us
     for _ in 0..messages {
         let m = stream.next().await.unwrap().unwrap();
         start.get_or_insert_with(Instant::now);
-        let record = Record { key: m.key(), value: m.payload() };
+        let record = KafkaRecord { key: m.key(), value: m.payload() };
         let Ok(Adapted::Change(change)) =
             Adapter::Debezium(Default::default()).adapt(record, &projection.adapter_key())
         else {

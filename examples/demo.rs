@@ -25,7 +25,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
-use rtu_operator::operator::local::start_as_service_account;
+use rtu_operator::local_workers::start_as_service_account;
 use serde_json::json;
 
 fn var(name: &str) -> String {

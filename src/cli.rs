@@ -171,7 +171,7 @@ fn local_workers(namespace: &str, name: &str, dir: &std::path::Path) -> ExitCode
     };
     let result = runtime.block_on(async {
         let client = kube::Client::try_default().await.map_err(|e| e.to_string())?;
-        crate::operator::local::follow(
+        crate::local_workers::follow(
             client,
             namespace,
             name,

@@ -6,6 +6,7 @@ pub mod api;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod local_workers;
 pub mod operator;
 pub mod telemetry;
 pub mod yaml;

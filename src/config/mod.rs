@@ -593,7 +593,7 @@ impl Default for WritesConfig {
 }
 
 impl WritesConfig {
-    /// The delete mechanism in force: hard whenever upsert is off (docs/writes.md#insert-update-upsert, §3.9), else the
+    /// The delete mechanism in force: hard whenever upsert is off (docs/writes.md#insert-update-upsert, docs/writes.md#delete-soft-or-hard), else the
     /// configured one, soft by default.
     pub fn delete(&self) -> DeleteMechanism {
         if self.upsert { self.delete_mechanism.unwrap_or_default() } else { DeleteMechanism::Hard }

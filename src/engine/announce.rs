@@ -28,7 +28,7 @@ use crate::engine::encode;
 use crate::engine::functions;
 use crate::engine::kafka::producer_config;
 use crate::engine::outputs::{
-    self, CONTEXT_HEADER, Change, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError,
+    self, AppliedWrite, CONTEXT_HEADER, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError,
     PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA, PendingChange, ProjectionChangesError,
     SV_TRIGGER_SCHEMA,
 };
@@ -38,7 +38,7 @@ use crate::engine::strategy::{
     self, AutomaticStrategy, ProjectionInfo, SchemaErrors, Start, StrategyError, SvIdentifier,
 };
 use crate::engine::telemetry::{SingleViewLabel, Telemetry, TopicLabel};
-use crate::engine::writer::{Change as Written, Images};
+use crate::engine::writer::{AppliedOp, Images};
 
 /// Why the outputs could not start, or a batch's announcement failed (transient).
 #[derive(Debug, thiserror::Error)]
@@ -99,7 +99,7 @@ pub struct Applied<'a> {
 }
 
 /// A message that failed in a strategy (a message error of docs/failures.md).
-pub struct Failure {
+pub struct AnnounceFailure {
     /// The batch index of the message.
     pub message: usize,
     /// `STRATEGY_FAILED`, `STRATEGY_TIMEOUT` or `OUTPUT_FAILED`.
@@ -234,7 +234,10 @@ impl Announcer {
 
     /// Announces a batch's applied writes; the messages a strategy failed are returned (their
     /// outputs are not produced). `Err` is transient: announce the batch again.
-    pub async fn announce(&self, applied: &[Applied<'_>]) -> Result<Vec<Failure>, AnnounceError> {
+    pub async fn announce(
+        &self,
+        applied: &[Applied<'_>],
+    ) -> Result<Vec<AnnounceFailure>, AnnounceError> {
         let (identifiers, failures) = self.identifiers(applied).await?;
         let failed: std::collections::HashSet<usize> = failures.iter().map(|f| f.message).collect();
         let mut changes = Vec::with_capacity(applied.len());
@@ -255,11 +258,11 @@ impl Announcer {
         Ok(all)
     }
 
-    fn change<'a>(&'a self, a: &'a Applied<'a>) -> Result<Change<'a>, OutputError> {
+    fn change<'a>(&'a self, a: &'a Applied<'a>) -> Result<AppliedWrite<'a>, OutputError> {
         let op = match a.images.change {
-            Written::Insert => ChangeOp::Insert,
-            Written::Update => ChangeOp::Update,
-            Written::Delete => ChangeOp::Delete,
+            AppliedOp::Insert => ChangeOp::Insert,
+            AppliedOp::Update => ChangeOp::Update,
+            AppliedOp::Delete => ChangeOp::Delete,
         };
         let written_at = a
             .images
@@ -267,7 +270,7 @@ impl Announcer {
             .as_ref()
             .and_then(|d| d.get_datetime("updatedAt").ok().copied())
             .unwrap_or_else(DateTime::now);
-        Ok(Change {
+        Ok(AppliedWrite {
             projection: a.projection,
             source: &self.source,
             primary_keys: a.primary_keys,
@@ -284,7 +287,7 @@ impl Announcer {
     async fn identifiers(
         &self,
         applied: &[Applied<'_>],
-    ) -> Result<(Vec<Vec<SvIdentifier>>, Vec<Failure>), AnnounceError> {
+    ) -> Result<(Vec<Vec<SvIdentifier>>, Vec<AnnounceFailure>), AnnounceError> {
         let mut found: Vec<Vec<SvIdentifier>> = applied.iter().map(|_| Vec::new()).collect();
         if !applied.iter().any(|a| self.runs_strategies_for(a.projection)) {
             return Ok((found, Vec::new()));
@@ -299,7 +302,7 @@ impl Announcer {
         &self,
         applied: &[Applied<'_>],
         found: &mut [Vec<SvIdentifier>],
-    ) -> Result<Vec<Failure>, AnnounceError> {
+    ) -> Result<Vec<AnnounceFailure>, AnnounceError> {
         let Some(automatic) = &self.automatic else { return Ok(Vec::new()) };
         let mut starts = Vec::new();
         let mut owners = Vec::new();
@@ -360,7 +363,7 @@ impl Announcer {
         owners: &[usize],
         starts: Vec<Start>,
         found: &mut [Vec<SvIdentifier>],
-    ) -> Result<Vec<Failure>, AnnounceError> {
+    ) -> Result<Vec<AnnounceFailure>, AnnounceError> {
         let starts_len = starts.len();
         let runs = starts.into_iter().zip(owners).map(|(start, &owner)| async move {
             let alone = std::slice::from_ref(&start);
@@ -391,7 +394,7 @@ impl Announcer {
                     let ids = ids.map_err(|e| AnnounceError::Automatic(Box::new(e)))?;
                     found[owner].extend(ids.into_iter().flatten());
                 }
-                Err(_) => failures.push(Failure {
+                Err(_) => failures.push(AnnounceFailure {
                     message: applied[owner].message,
                     code: ErrorCode::StrategyTimeout,
                     reason: format!(
@@ -409,7 +412,7 @@ impl Announcer {
         &self,
         applied: &[Applied<'_>],
         found: &mut [Vec<SvIdentifier>],
-    ) -> Result<Vec<Failure>, AnnounceError> {
+    ) -> Result<Vec<AnnounceFailure>, AnnounceError> {
         let mut failures = Vec::new();
         let Some(scripts) = &self.scripts else { return Ok(failures) };
         for (i, a) in applied.iter().enumerate() {
@@ -448,7 +451,7 @@ impl Announcer {
         &self,
         a: &Applied<'_>,
         e: CallError,
-    ) -> Result<Option<Failure>, AnnounceError> {
+    ) -> Result<Option<AnnounceFailure>, AnnounceError> {
         if matches!(e, CallError::Lookup { .. }) {
             return Err(AnnounceError::StrategyLookup(e));
         }
@@ -471,7 +474,7 @@ impl Announcer {
                 });
             }
         }
-        Ok(Some(Failure { message: a.message, code: e.code(), reason: e.to_string() }))
+        Ok(Some(AnnounceFailure { message: a.message, code: e.code(), reason: e.to_string() }))
     }
 
     /// A message whose strategy answered no longer counts its earlier timeouts.
@@ -558,7 +561,10 @@ impl Announcer {
 
     /// Produces every event of the batch in order (per key order holds: one idempotent
     /// producer), then awaits every acknowledgement.
-    async fn produce(&self, changes: &[Announced<'_>]) -> Result<Vec<Failure>, AnnounceError> {
+    async fn produce(
+        &self,
+        changes: &[Announced<'_>],
+    ) -> Result<Vec<AnnounceFailure>, AnnounceError> {
         let Some(producer) = &self.producer else { return Ok(Vec::new()) };
         let mut pending: Vec<(Cow<'_, str>, bool, DeliveryFuture)> = Vec::new();
         let mut failures = Vec::new();
@@ -610,7 +616,7 @@ impl Announcer {
     fn events_of(
         &self,
         a: &Applied<'_>,
-        change: &Change<'_>,
+        change: &AppliedWrite<'_>,
         identifiers: &[SvIdentifier],
     ) -> Result<Vec<Event<'_>>, OutputError> {
         let mut events = Vec::new();
@@ -643,7 +649,7 @@ impl Announcer {
         }
         if let Some(template) = &self.sv_topic {
             for id in identifiers {
-                let outputs::Record { key, value } =
+                let outputs::TriggerRecord { key, value } =
                     outputs::sv_trigger(&id.single_view, &id.identifier, change)?;
                 let topic = Cow::Owned(template.replace("{singleView}", &id.single_view));
                 events.push(Event {
@@ -699,7 +705,7 @@ async fn send(
 }
 
 /// An applied write to announce: the write, its change and its single-view identifiers.
-type Announced<'a> = (&'a Applied<'a>, Change<'a>, &'a [SvIdentifier]);
+type Announced<'a> = (&'a Applied<'a>, AppliedWrite<'a>, &'a [SvIdentifier]);
 
 /// Start documents of the automatic strategy: the stored document after the write (before
 /// it for a hard delete), plus the one before when a field the walk reads changed (so the
@@ -737,8 +743,8 @@ fn dedupe_per_message(applied: &[Applied<'_>], found: &mut [Vec<SvIdentifier>]) 
     }
 }
 
-fn output_failure(message: usize, e: OutputError) -> Failure {
-    Failure { message, code: ErrorCode::OutputFailed, reason: e.to_string() }
+fn output_failure(message: usize, e: OutputError) -> AnnounceFailure {
+    AnnounceFailure { message, code: ErrorCode::OutputFailed, reason: e.to_string() }
 }
 
 /// The automatic strategy of `config`, loaded and checked against its projections.

@@ -41,7 +41,7 @@ pub enum DeadLetterError {
 }
 
 /// Why a message is dead-lettered, and who says so.
-pub struct Failure<'a> {
+pub struct DeadLetterReason<'a> {
     /// The docs/failures.md code, e.g. `MALFORMED_VALUE`.
     pub code: ErrorCode,
     /// The explanation (truncated to 1 KiB in the header).
@@ -80,7 +80,7 @@ impl DeadLetter {
     pub async fn send(
         &self,
         msg: &OwnedMessage,
-        failure: &Failure<'_>,
+        failure: &DeadLetterReason<'_>,
         mut on_retry: impl FnMut(&KafkaError),
     ) -> Result<(), DeadLetterError> {
         let headers = self.headers(msg, failure);
@@ -110,7 +110,7 @@ impl DeadLetter {
     }
 
     /// The source record's headers, then the `rtu-dlq-*` ones.
-    fn headers(&self, msg: &OwnedMessage, failure: &Failure<'_>) -> OwnedHeaders {
+    fn headers(&self, msg: &OwnedMessage, failure: &DeadLetterReason<'_>) -> OwnedHeaders {
         let source: Vec<(String, Option<Vec<u8>>)> = msg
             .headers()
             .map(|h| h.iter().map(|h| (h.key.to_string(), h.value.map(<[u8]>::to_vec))).collect())

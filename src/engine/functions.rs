@@ -1,5 +1,5 @@
 //! The users' JavaScript functions an engine config names, loaded by role (docs/writes.md#cast-functions custom
-//! casts, §4.4 custom strategies) into sandboxed hosts, and the file checks `rtu check` runs:
+//! casts, docs/outputs.md#strategies custom strategies) into sandboxed hosts, and the file checks `rtu check` runs:
 //! every function file loads (syntax, export) and the automatic strategy's schemas are valid.
 
 use std::path::Path;

@@ -140,7 +140,7 @@ pub struct Checked {
 }
 
 /// What a statement needs from the stored document, known only at write time (docs/writes.md#validation-modes
-/// `required` on creation, §3.8 upsert off), and what it does to it, so that the writer can
+/// `required` on creation, docs/writes.md#insert-update-upsert upsert off), and what it does to it, so that the writer can
 /// judge a batch's statements of one key in order from a single read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {

@@ -20,7 +20,7 @@ use mongodb::{Database, IndexModel};
 
 use crate::engine::encode;
 use crate::engine::projection::{Projection, Statement};
-pub use images::{Change, Images};
+pub use images::{AppliedOp, Images};
 use precheck::{Stored, Verdict};
 
 /// The name of the unique primary-key index (the Fast Data console's name).
@@ -28,7 +28,7 @@ pub const PRIMARY_KEY_INDEX: &str = "mia_primary_key_index";
 
 /// What one statement did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
+pub enum WriteOutcome {
     /// An upsert created the document.
     Inserted,
     /// An upsert matched and updated the document.
@@ -162,7 +162,7 @@ pub async fn execute(
     db: &Database,
     projection: &Projection,
     statements: &[Statement],
-) -> Result<Vec<Outcome>, WriterError> {
+) -> Result<Vec<WriteOutcome>, WriterError> {
     Ok(execute_sent(db, projection, statements).await?.into_iter().map(|s| s.outcome).collect())
 }
 
@@ -173,7 +173,7 @@ pub async fn execute_with_images(
     db: &Database,
     projection: &Projection,
     statements: &[Statement],
-) -> Result<(Vec<Outcome>, Vec<Option<Images>>), WriterError> {
+) -> Result<(Vec<WriteOutcome>, Vec<Option<Images>>), WriterError> {
     let stored = images::read_before(db, projection, statements).await?;
     let sent = execute_sent(db, projection, statements).await?;
     let images = images::replay(projection, statements, &sent, stored)?;
@@ -182,12 +182,12 @@ pub async fn execute_with_images(
 
 /// A statement's outcome and, for an upsert that created its document, the new `_id`.
 pub(crate) struct Sent {
-    pub(crate) outcome: Outcome,
+    pub(crate) outcome: WriteOutcome,
     pub(crate) upserted_id: Option<Bson>,
 }
 
 impl Sent {
-    fn of(outcome: Outcome) -> Self {
+    fn of(outcome: WriteOutcome) -> Self {
         Sent { outcome, upserted_id: None }
     }
 }
@@ -215,12 +215,12 @@ async fn execute_sent(
         outcomes.push(match verdict {
             // `send` gives one outcome per statement; a missing one is never taken as done.
             Verdict::Send => sent.next().unwrap_or_else(|| {
-                Sent::of(Outcome::Failed {
+                Sent::of(WriteOutcome::Failed {
                     code: ErrorCode::WriteFailed,
                     message: "no outcome in MongoDB's reply".into(),
                 })
             }),
-            Verdict::Fail { code, message } => Sent::of(Outcome::Failed { code, message }),
+            Verdict::Fail { code, message } => Sent::of(WriteOutcome::Failed { code, message }),
         });
     }
     Ok(outcomes)
@@ -315,11 +315,12 @@ async fn run_updates<S: Borrow<Statement>>(
         collection: projection.collection.clone(),
         source,
     })?;
-    let mut outcomes: Vec<Sent> = (0..run.len()).map(|_| Sent::of(Outcome::Updated)).collect();
+    let mut outcomes: Vec<Sent> = (0..run.len()).map(|_| Sent::of(WriteOutcome::Updated)).collect();
     for upserted in reply.get_array("upserted").map(|a| a.as_slice()).unwrap_or_default() {
         let Some(entry) = upserted.as_document() else { continue };
         if let Some(sent) = index_of(entry).and_then(|i| outcomes.get_mut(i)) {
-            *sent = Sent { outcome: Outcome::Inserted, upserted_id: entry.get("_id").cloned() };
+            *sent =
+                Sent { outcome: WriteOutcome::Inserted, upserted_id: entry.get("_id").cloned() };
         }
     }
     let pk = projection.primary_key_targets();
@@ -332,9 +333,9 @@ async fn run_updates<S: Borrow<Statement>>(
             .is_ok_and(|pattern| pattern.keys().map(String::as_str).eq(pk.iter().copied()));
         let Some(sent) = outcomes.get_mut(i) else { continue };
         *sent = Sent::of(if code == 11000 && on_primary_key {
-            Outcome::Stale
+            WriteOutcome::Stale
         } else {
-            Outcome::Failed {
+            WriteOutcome::Failed {
                 code: refusal_code(code),
                 message: format!(
                     "mongodb error {code}: {}",
@@ -365,7 +366,8 @@ async fn run_deletes<S: Borrow<Statement>>(
             collection: projection.collection.clone(),
             source,
         })?;
-        outcomes.push(Sent::of(Outcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 }));
+        outcomes
+            .push(Sent::of(WriteOutcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 }));
     }
     Ok(outcomes)
 }

@@ -8,8 +8,8 @@ pub mod dereference;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;
-pub mod local;
 pub mod reconcile;
+mod render;
 pub mod status;
 pub mod system_of_record;
 pub mod telemetry;

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 
 use super::build::{self, Children, OWNER_LABEL};
 use super::dereference::{self, DereferenceError};
-use super::status::{self, Outcome, Workers, now};
+use super::status::{self, ReconcileOutcome, Workers, now};
 use super::telemetry::Telemetry;
 use super::validate::{self, Settings, default_group};
 use crate::api::{RealTimeUpdater, RealTimeUpdaterStatus};
@@ -124,7 +124,7 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
     let previous = rtu.status.clone().unwrap_or_default();
     if rtu.spec.paused {
         let workers = workers(ctx, &namespace, &name, rtu.spec.replicas).await;
-        write_status(ctx, rtu, &previous, &Outcome::Paused { workers }).await?;
+        write_status(ctx, rtu, &previous, &ReconcileOutcome::Paused { workers }).await?;
         return Ok(Action::requeue(RESYNC));
     }
     let refs = dereference::dereference(&ctx.client, rtu, ctx.updaters.as_ref()).await?;
@@ -146,7 +146,8 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
                 )
                 .await;
             }
-            write_status(ctx, rtu, &previous, &Outcome::Invalid { reason, message }).await?;
+            write_status(ctx, rtu, &previous, &ReconcileOutcome::Invalid { reason, message })
+                .await?;
             return Ok(Action::await_change());
         }
     };
@@ -163,7 +164,8 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
                 e.to_string(),
             )
             .await;
-            write_status(ctx, rtu, &previous, &Outcome::Failed { message: e.to_string() }).await?;
+            write_status(ctx, rtu, &previous, &ReconcileOutcome::Failed { message: e.to_string() })
+                .await?;
             return Err(e);
         }
     };
@@ -176,7 +178,7 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
         publish(ctx, &rtu.object_ref(&()), EventType::Normal, "ConfigApplied", "Apply", message)
             .await;
     }
-    let outcome = Outcome::Applied {
+    let outcome = ReconcileOutcome::Applied {
         workers: deployment_workers(&deployment, validated.replicas),
         config_hash: validated.config_hash,
         consumer_group: validated.engine.kafka.group_id,
@@ -208,7 +210,7 @@ async fn undecodable(invalid: &InvalidObject, ctx: &Context) -> Result<Action, R
     let status = status::next(
         &RealTimeUpdaterStatus::default(),
         meta.generation,
-        &Outcome::Invalid { reason: "InvalidSpec", message },
+        &ReconcileOutcome::Invalid { reason: "InvalidSpec", message },
         build::selector_string(name),
         &now(),
     );
@@ -227,11 +229,13 @@ async fn apply_children(
     name: &str,
     children: &Children,
 ) -> Result<Deployment, ReconcileError> {
-    apply(ctx, namespace, &children.config_map).await?;
-    let deployment = apply(ctx, namespace, &children.deployment).await?;
-    apply(ctx, namespace, &children.service).await?;
+    // Destructured, so a child added to `Children` cannot be left unapplied.
+    let Children { config_map, deployment, service, pdb } = children;
+    apply(ctx, namespace, config_map).await?;
+    let deployment = apply(ctx, namespace, deployment).await?;
+    apply(ctx, namespace, service).await?;
     let mut pdbs = Vec::new();
-    if let Some(pdb) = &children.pdb {
+    if let Some(pdb) = pdb {
         apply(ctx, namespace, pdb).await?;
         pdbs.push(pdb.name_any());
     }
@@ -322,7 +326,7 @@ async fn write_status(
     ctx: &Context,
     rtu: &RealTimeUpdater,
     previous: &RealTimeUpdaterStatus,
-    outcome: &Outcome,
+    outcome: &ReconcileOutcome,
 ) -> Result<(), ReconcileError> {
     let name = rtu.name_any();
     let mut next = status::next(

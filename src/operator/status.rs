@@ -23,7 +23,7 @@ pub struct Workers {
 
 /// How a reconcile ended.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Outcome {
+pub enum ReconcileOutcome {
     /// The children were applied.
     Applied {
         /// The workers, as the Deployment reports them.
@@ -60,7 +60,7 @@ pub enum Outcome {
 pub fn next(
     previous: &RealTimeUpdaterStatus,
     generation: Option<i64>,
-    outcome: &Outcome,
+    outcome: &ReconcileOutcome,
     selector: String,
     now: &str,
 ) -> RealTimeUpdaterStatus {
@@ -78,7 +78,13 @@ pub fn next(
         put(&mut status.conditions, condition);
     };
     match outcome {
-        Outcome::Applied { workers, config_hash, consumer_group, projections, stopped } => {
+        ReconcileOutcome::Applied {
+            workers,
+            config_hash,
+            consumer_group,
+            projections,
+            stopped,
+        } => {
             let w = workers;
             let rolled = w.updated >= w.desired && w.replicas == w.desired;
             let ready = w.ready >= w.desired && rolled;
@@ -112,14 +118,14 @@ pub fn next(
             status.consumer_group = Some(consumer_group.clone());
             status.projections = projections.clone();
         }
-        Outcome::Invalid { reason, message } => {
+        ReconcileOutcome::Invalid { reason, message } => {
             set("Ready", false, reason, message.clone());
             set("Degraded", true, reason, message.clone());
             set("Progressing", false, reason, "nothing is applied until the spec is fixed".into());
             set("ReconciliationPaused", false, "Reconciling", String::new());
             status.observed_generation = generation;
         }
-        Outcome::Paused { workers } => {
+        ReconcileOutcome::Paused { workers } => {
             set(
                 "ReconciliationPaused",
                 true,
@@ -129,7 +135,7 @@ pub fn next(
             status.replicas = workers.replicas;
             status.ready_replicas = workers.ready;
         }
-        Outcome::Failed { message } => {
+        ReconcileOutcome::Failed { message } => {
             set("Degraded", true, "ApplyFailed", message.clone());
         }
     }
@@ -163,8 +169,8 @@ fn put(conditions: &mut Vec<Condition>, mut condition: Condition) {
 mod tests {
     use super::*;
 
-    fn applied(ready: i32, stopped: bool) -> Outcome {
-        Outcome::Applied {
+    fn applied(ready: i32, stopped: bool) -> ReconcileOutcome {
+        ReconcileOutcome::Applied {
             workers: Workers { desired: 2, replicas: 2, ready, updated: 2 },
             config_hash: "abc".into(),
             consumer_group: "ns.rtu".into(),
@@ -203,7 +209,9 @@ mod tests {
         let paused = next(
             &ready,
             Some(4),
-            &Outcome::Paused { workers: Workers { desired: 2, replicas: 2, ready: 1, updated: 2 } },
+            &ReconcileOutcome::Paused {
+                workers: Workers { desired: 2, replicas: 2, ready: 1, updated: 2 },
+            },
             "s".into(),
             "T2",
         );
@@ -219,7 +227,10 @@ mod tests {
         let invalid = next(
             &RealTimeUpdaterStatus::default(),
             Some(1),
-            &Outcome::Invalid { reason: "ProjectionConflict", message: "owned by a".into() },
+            &ReconcileOutcome::Invalid {
+                reason: "ProjectionConflict",
+                message: "owned by a".into(),
+            },
             "s".into(),
             "T1",
         );

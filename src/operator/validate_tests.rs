@@ -4,7 +4,10 @@
 use serde_json::{Value, json};
 
 use super::*;
-use crate::config::{AdapterKind, Compression, ReadProjection};
+use crate::config::{
+    AdapterKind, AutomaticStrategies, Compression, ErrorPolicy, KafkaProtocol, ReadProjection,
+    SaslMechanism, SecretSource,
+};
 use crate::operator::fixtures::{
     ER_SCHEMA, NS, PC_SCHEMA, SV_ORDERS_JS, WORKER_IMAGE, at, claimant, dereferenced, refs, rtu,
     rtu_with, secret_values, settings, sor, sor_with, validated, validated_of,

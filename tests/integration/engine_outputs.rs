@@ -1,7 +1,7 @@
 //! The outputs of docs/outputs.md from the engine process on real Kafka and MongoDB: the worked
-//! example of §4.4 (customers / orders / order items) with the automatic strategy, pr-update
+//! example of docs/outputs.md#strategies (customers / orders / order items) with the automatic strategy, pr-update
 //! events read back from their topics (key, value, header, order), projection-change
-//! documents upserted as §4.2 says, sv-trigger messages; and a worker killed (SIGKILL) after
+//! documents upserted as docs/outputs.md#projection-changes says, sv-trigger messages; and a worker killed (SIGKILL) after
 //! its writes but before its outputs were acknowledged: after a restart they are all there.
 
 use std::time::Duration;

@@ -18,7 +18,7 @@ use kube::api::{Api, ListParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
-use rtu_operator::operator::local::start_as_service_account;
+use rtu_operator::local_workers::start_as_service_account;
 use serde_json::json;
 
 use crate::install_helm::{chart, helm, ok};

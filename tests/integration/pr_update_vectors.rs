@@ -8,10 +8,10 @@ use mongodb::bson::{DateTime, Document, doc};
 use serde_json::{Value, json};
 
 use rtu_operator::config::{DeleteMechanism, ProjectionConfig, WritesConfig};
-use rtu_operator::engine::adapter::{Adapted, Adapter, Record};
-use rtu_operator::engine::outputs::{Change, ChangeOp, pr_update_key, pr_update_value_v1};
+use rtu_operator::engine::adapter::{Adapted, Adapter, KafkaRecord};
+use rtu_operator::engine::outputs::{AppliedWrite, ChangeOp, pr_update_key, pr_update_value_v1};
 use rtu_operator::engine::projection::{Projection, Source, parse_kafka_key};
-use rtu_operator::engine::writer::{self, Change as Written, ensure_primary_key_index};
+use rtu_operator::engine::writer::{self, AppliedOp, ensure_primary_key_index};
 
 use crate::support::mongodb::{admin_client, unique_database};
 
@@ -51,7 +51,7 @@ impl Harness {
     /// Writes one record and returns the pr-update events of its applied writes, after
     /// checking each `after` image against what MongoDB stored.
     async fn write(&self, offset: i64, key: &str, value: Option<&str>) -> Vec<Event> {
-        let record = Record { key: Some(key.as_bytes()), value: value.map(str::as_bytes) };
+        let record = KafkaRecord { key: Some(key.as_bytes()), value: value.map(str::as_bytes) };
         let Adapted::Change(change) =
             self.adapter.adapt(record, &self.projection.adapter_key()).unwrap()
         else {
@@ -87,11 +87,11 @@ impl Harness {
                 .unwrap();
             assert_eq!(images.after.as_deref(), stored.as_ref(), "replayed after = stored");
             let op = match images.change {
-                Written::Insert => ChangeOp::Insert,
-                Written::Update => ChangeOp::Update,
-                Written::Delete => ChangeOp::Delete,
+                AppliedOp::Insert => ChangeOp::Insert,
+                AppliedOp::Update => ChangeOp::Update,
+                AppliedOp::Delete => ChangeOp::Delete,
             };
-            let change = Change {
+            let change = AppliedWrite {
                 projection: "pr_customers",
                 source: "crm",
                 primary_keys: &keys,

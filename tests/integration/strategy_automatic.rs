@@ -1,4 +1,4 @@
-//! The automatic strategy on the real mongod (docs/outputs.md#strategies, §10 #39-41): the worked example's two
+//! The automatic strategy on the real mongod (docs/outputs.md#strategies, docs/vectors.md #39-41): the worked example's two
 //! schema files and stored data, every row of its table, and the batching promise (one `find`
 //! per relation for a whole batch of messages), counted with the driver's command events.
 

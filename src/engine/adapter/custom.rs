@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{
-    Adapted, AdapterError, ChangeEvent, Image, Op, PrimaryKey, Record, Skip, key_object,
+    Adapted, AdapterError, ChangeEvent, Image, KafkaRecord, Op, PrimaryKey, Skip, key_object,
     parse_position, value_object,
 };
 
@@ -96,7 +96,7 @@ impl From<MappedOp> for Op {
 }
 
 pub(super) fn adapt(
-    record: Record<'_>,
+    record: KafkaRecord<'_>,
     pk: &PrimaryKey,
     mapping: &CustomMapping,
 ) -> Result<Adapted, AdapterError> {
@@ -161,7 +161,7 @@ fn operation(root: &Value, mapping: &OperationMapping) -> Result<Op, AdapterErro
 }
 
 fn key_from(
-    record: Record<'_>,
+    record: KafkaRecord<'_>,
     pk: &PrimaryKey,
     source: KeySource,
     before: Option<&Image>,

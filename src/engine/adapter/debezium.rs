@@ -22,8 +22,8 @@ use serde_json::Value;
 
 use super::basic::check_agreement;
 use super::{
-    Adapted, AdapterError, ChangeEvent, Image, Op, PrimaryKey, Record, Skip, json_object, kind,
-    parse_position, take_image,
+    Adapted, AdapterError, ChangeEvent, Image, KafkaRecord, Op, PrimaryKey, Skip, json_object,
+    kind, parse_position, take_image,
 };
 use crate::engine::cast::debezium::{
     TimeUnit, base64_bytes, bits_value, decimal_text, iso_date, iso_local_date_time, iso_time,
@@ -146,7 +146,7 @@ impl Debezium {
 
     pub(super) fn adapt(
         &self,
-        record: Record<'_>,
+        record: KafkaRecord<'_>,
         pk: &PrimaryKey,
     ) -> Result<Adapted, AdapterError> {
         let value = match json_object(record.value, AdapterError::MalformedValue)? {
@@ -191,7 +191,7 @@ impl Debezium {
 
     fn envelope(
         &self,
-        record: Record<'_>,
+        record: KafkaRecord<'_>,
         pk: &PrimaryKey,
         mut envelope: Image,
         schema: Option<Value>,
@@ -236,7 +236,7 @@ impl Debezium {
 
     fn unwrapped(
         &self,
-        record: Record<'_>,
+        record: KafkaRecord<'_>,
         pk: &PrimaryKey,
         mut row: Image,
         schema: Option<Value>,
@@ -322,7 +322,7 @@ impl Debezium {
 
     /// The key object, unwrapped from its schema wrapper and decoded; `None` when null, and an
     /// error only when it is not a JSON object.
-    fn key(&self, record: Record<'_>) -> Result<Option<Image>, AdapterError> {
+    fn key(&self, record: KafkaRecord<'_>) -> Result<Option<Image>, AdapterError> {
         let Some(mut key) = json_object(record.key, AdapterError::MalformedKey)? else {
             return Ok(None);
         };
@@ -349,7 +349,7 @@ impl Debezium {
     /// have it; a field the key lacks from the image.
     fn primary_key(
         &self,
-        record: Record<'_>,
+        record: KafkaRecord<'_>,
         pk: &PrimaryKey,
         data: Option<&Image>,
     ) -> Result<Image, AdapterError> {

@@ -2,12 +2,12 @@
 //! `before` / `after` images, and `pos` as the CDC position. The Kafka key is not used.
 
 use super::{
-    Adapted, AdapterError, ChangeEvent, Op, PrimaryKey, Record, Skip, parse_position, take_image,
-    value_object,
+    Adapted, AdapterError, ChangeEvent, KafkaRecord, Op, PrimaryKey, Skip, parse_position,
+    take_image, value_object,
 };
 
 pub(super) fn adapt(
-    record: Record<'_>,
+    record: KafkaRecord<'_>,
     pk: &PrimaryKey,
     use_pos_as_counter: bool,
 ) -> Result<Adapted, AdapterError> {

@@ -23,7 +23,7 @@ pub type Image = Map<String, Value>;
 
 /// The key and value bytes of one Kafka record (`None` = null; empty counts as null).
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Record<'a> {
+pub struct KafkaRecord<'a> {
     /// The record key.
     pub key: Option<&'a [u8]>,
     /// The record value.
@@ -229,7 +229,7 @@ pub enum Adapter {
 
 impl Adapter {
     /// Turns one record into a change, a skip, or a message error.
-    pub fn adapt(&self, record: Record<'_>, pk: &PrimaryKey) -> Result<Adapted, AdapterError> {
+    pub fn adapt(&self, record: KafkaRecord<'_>, pk: &PrimaryKey) -> Result<Adapted, AdapterError> {
         match self {
             Adapter::Basic(iidr) => iidr.adapt(record, pk),
             Adapter::GoldenGate { use_pos_as_counter } => {
@@ -256,12 +256,12 @@ fn json_object(
 }
 
 /// The record value as a JSON object, `None` when null or empty.
-fn value_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
+fn value_object(record: KafkaRecord<'_>) -> Result<Option<Image>, AdapterError> {
     json_object(record.value, AdapterError::MalformedValue)
 }
 
 /// The record key as a JSON object, `None` when null or empty.
-fn key_object(record: Record<'_>) -> Result<Option<Image>, AdapterError> {
+fn key_object(record: KafkaRecord<'_>) -> Result<Option<Image>, AdapterError> {
     json_object(record.key, AdapterError::MalformedKey)
 }
 
@@ -315,8 +315,8 @@ pub(crate) mod fixture {
         PrimaryKey(vec![("customer_id".to_string(), Cast::ToString)])
     }
 
-    pub fn record<'a>(key: Option<&'a str>, value: Option<&'a str>) -> Record<'a> {
-        Record { key: key.map(str::as_bytes), value: value.map(str::as_bytes) }
+    pub fn record<'a>(key: Option<&'a str>, value: Option<&'a str>) -> KafkaRecord<'a> {
+        KafkaRecord { key: key.map(str::as_bytes), value: value.map(str::as_bytes) }
     }
 
     pub fn obj(value: Value) -> Image {

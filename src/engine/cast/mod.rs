@@ -2,7 +2,7 @@
 //! to each projection field, under both their RTU ids (`defaultCastToString`) and their
 //! Projection Storer ids (`castToString`). `null` casts to `null` everywhere; an input the
 //! table lists as invalid is a [`CastError`], which the writer turns into `null` or a message
-//! error depending on the validation mode (§3.6).
+//! error depending on the validation mode (docs/writes.md#validation-modes).
 
 mod date;
 pub(crate) mod debezium;

@@ -187,7 +187,7 @@ impl Engine {
                 host.adapt(name, &message, &t.key_fields).map_err(|e| (e.code(), e.to_string()))?
             }
             Adapting::BuiltIn(adapter) => {
-                let record = Record { key: msg.key(), value: msg.payload() };
+                let record = KafkaRecord { key: msg.key(), value: msg.payload() };
                 let adapted = adapter.adapt(record, &t.key).map_err(|e| (e.code(), e.to_string()));
                 let adapted = match adapter {
                     Adapter::Basic(_) => self.pair(msg, adapted)?,
@@ -262,7 +262,7 @@ impl Engine {
         &self,
         batch: &[OwnedMessage],
         prepared: &mut Prepared,
-        outcomes: Vec<Vec<Outcome>>,
+        outcomes: Vec<Vec<WriteOutcome>>,
     ) {
         let groups = self.groups_per_target();
         let dead_letter = self.dead_letter.is_some();
@@ -270,11 +270,11 @@ impl Engine {
             let target = group / groups;
             for (&i, outcome) in prepared.origins[group].iter().zip(results) {
                 let op = match outcome {
-                    Outcome::Inserted => "insert",
-                    Outcome::Updated => "update",
-                    Outcome::Deleted { deleted: true } => "delete",
-                    Outcome::Deleted { deleted: false } | Outcome::Stale => continue,
-                    Outcome::Failed { code, message } => {
+                    WriteOutcome::Inserted => "insert",
+                    WriteOutcome::Updated => "update",
+                    WriteOutcome::Deleted { deleted: true } => "delete",
+                    WriteOutcome::Deleted { deleted: false } | WriteOutcome::Stale => continue,
+                    WriteOutcome::Failed { code, message } => {
                         let msg = &batch[i];
                         if prepared.fates[i] == Fate::Failed {
                             continue; // a message's second statement: one failure is enough
@@ -325,7 +325,7 @@ impl Engine {
             return true;
         }
         // Message order; a PK change's delete before its insert.
-        writes.sort_by_key(|(i, _, image)| (*i, image.change != writer::Change::Delete));
+        writes.sort_by_key(|(i, _, image)| (*i, image.change != writer::AppliedOp::Delete));
         let applied: Vec<Applied<'_>> = writes
             .iter()
             .filter_map(|(i, target, images)| {
@@ -368,7 +368,7 @@ impl Engine {
         &self,
         announcer: &Announcer,
         applied: &[Applied<'_>],
-    ) -> Option<Vec<announce::Failure>> {
+    ) -> Option<Vec<announce::AnnounceFailure>> {
         let retry = Retry {
             dependency: "outputs",
             kind: "outputs",
@@ -389,7 +389,7 @@ impl Engine {
     pub(super) async fn write_with_retry(
         &self,
         statements: &[Vec<Statement>],
-    ) -> Option<Vec<(Vec<Outcome>, Vec<Option<Images>>)>> {
+    ) -> Option<Vec<(Vec<WriteOutcome>, Vec<Option<Images>>)>> {
         let metrics = &self.telemetry.metrics;
         let attempt = || {
             let groups = self.groups_per_target();

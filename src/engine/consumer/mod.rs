@@ -1,4 +1,4 @@
-//! The engine's consumption loop (docs/consumption.md, §6): poll a batch, adapt and map every message,
+//! The engine's consumption loop (docs/consumption.md, docs/failures.md): poll a batch, adapt and map every message,
 //! write the batch per collection, apply the error policy to the messages that failed, and
 //! only then store the offsets librdkafka commits (periodically, on revocation and on close).
 //! A failed MongoDB command is retried with back-off (idempotent thanks to the stale guard);
@@ -25,7 +25,9 @@ use tracing::{debug, error, info, warn};
 use crate::config::{
     AdapterConfig, AdapterKind, EngineConfig, ErrorPolicy, SecretError, function_name,
 };
-use crate::engine::adapter::{Adapted, Adapter, Debezium, Iidr, Pairing, PrimaryKey, Record, Skip};
+use crate::engine::adapter::{
+    Adapted, Adapter, Debezium, Iidr, KafkaRecord, Pairing, PrimaryKey, Skip,
+};
 use crate::engine::announce::{self, AnnounceError, Announcer, Applied};
 use crate::engine::backoff::Backoff;
 use crate::engine::context::{EngineContext, Halts};
@@ -35,7 +37,7 @@ use crate::engine::kafka::consumer_config;
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use crate::engine::script::{KafkaMessage, ScriptHost};
 use crate::engine::telemetry::{BatchCounts, KindLabel, ReasonLabel, Telemetry, TelemetryError};
-use crate::engine::writer::{self, Images, Outcome};
+use crate::engine::writer::{self, Images, WriteOutcome};
 
 mod batch;
 mod ledger;

@@ -66,8 +66,11 @@ impl Engine {
     ) -> Option<Result<(), DeadLetterError>> {
         let dlq = self.dead_letter.as_ref()?;
         let projection = failure.target.map(|t| self.targets[t].name.as_str()).unwrap_or_default();
-        let record =
-            dead_letter::Failure { code: failure.code, reason: &failure.reason, projection };
+        let record = dead_letter::DeadLetterReason {
+            code: failure.code,
+            reason: &failure.reason,
+            projection,
+        };
         let health = &self.telemetry.health;
         let retries = self
             .telemetry

@@ -1,4 +1,4 @@
-//! Stored BSON as the JSON of the engine's events (docs/outputs.md#pr-update-events, §4.3), the way the reference's
+//! Stored BSON as the JSON of the engine's events (docs/outputs.md#pr-update-events, docs/outputs.md#sv-trigger-events), the way the reference's
 //! `JSON.stringify` prints a document read from MongoDB, with field order kept:
 //!
 //! | BSON | JSON |

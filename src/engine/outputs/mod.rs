@@ -1,6 +1,6 @@
 //! What the engine announces after each applied projection write (docs/outputs.md): the pr-update
-//! event (§4.1), the sv-trigger event (§4.3) and the projection-changes upsert (§4.2). The
-//! builders are pure: they turn one [`Change`] into Kafka keys and values or MongoDB
+//! event (docs/outputs.md#pr-update-events), the sv-trigger event (docs/outputs.md#sv-trigger-events) and the projection-changes upsert (docs/outputs.md#projection-changes). The
+//! builders are pure: they turn one [`AppliedWrite`] into Kafka keys and values or MongoDB
 //! statements; only [`projection_changes`] talks to MongoDB, to send a batch of upserts.
 
 pub mod json;
@@ -21,14 +21,14 @@ pub use projection_changes::{
     ensure_projection_change_indexes, projection_change_update, record_projection_changes,
     upsert_projection_changes,
 };
-pub use sv_trigger::{Record, SV_TRIGGER_SCHEMA, sv_trigger};
+pub use sv_trigger::{SV_TRIGGER_SCHEMA, TriggerRecord, sv_trigger};
 
 /// The Kafka header that names the schema of an event's value.
 pub const MESSAGE_SCHEMA_HEADER: &str = "messageSchema";
 
 /// One applied projection write, as the outputs see it.
 #[derive(Debug, Clone, Copy)]
-pub struct Change<'a> {
+pub struct AppliedWrite<'a> {
     /// The projection's name.
     pub projection: &'a str,
     /// The system of record.
@@ -71,7 +71,7 @@ impl ChangeOp {
     }
 }
 
-impl<'a> Change<'a> {
+impl<'a> AppliedWrite<'a> {
     /// The document the event is about: `after`, or for a delete `before` (either one when
     /// the other is missing).
     pub fn document(&self) -> Result<&Document, OutputError> {
@@ -82,7 +82,7 @@ impl<'a> Change<'a> {
         first.or(second).ok_or(OutputError::NoDocument { projection: self.projection.to_string() })
     }
 
-    /// The primary key of [`Change::document`]: its fields and values, in key order.
+    /// The primary key of [`AppliedWrite::document`]: its fields and values, in key order.
     pub fn primary_key(&self) -> Result<Vec<(&str, &Bson)>, OutputError> {
         let document = self.document()?;
         let field_of = |field: &'a String| {
@@ -143,7 +143,7 @@ pub enum OutputError {
     },
 }
 
-/// Appends a primary key (of [`Change::primary_key`]) as a JSON object, in key order.
+/// Appends a primary key (of [`AppliedWrite::primary_key`]) as a JSON object, in key order.
 fn write_primary_key(fields: &[(&str, &Bson)], out: &mut Vec<u8>) -> json::Written {
     let mut key = json::Object::open(out);
     for (field, value) in fields {

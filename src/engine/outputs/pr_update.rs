@@ -7,7 +7,7 @@
 
 use mongodb::bson::Bson;
 
-use super::{Change, ChangeOp, OutputError, json, write_kafka_info, write_primary_key};
+use super::{AppliedWrite, ChangeOp, OutputError, json, write_kafka_info, write_primary_key};
 
 /// The `messageSchema` header of a v1.0.0 pr-update (UTF-8 JSON).
 pub const PR_UPDATE_V1_SCHEMA: &str = r#"{"type":"pr-update","version":"v1.0.0"}"#;
@@ -20,7 +20,7 @@ pub const CONTEXT_HEADER: &str = "context";
 
 /// The key: `{"<pk field>": value, ...}` in primary-key order, from the document after the
 /// write (before it for a delete).
-pub fn pr_update_key(change: &Change) -> Result<Vec<u8>, OutputError> {
+pub fn pr_update_key(change: &AppliedWrite) -> Result<Vec<u8>, OutputError> {
     let fields = change.primary_key()?;
     change.json(64, |out| write_primary_key(&fields, out))
 }
@@ -28,7 +28,7 @@ pub fn pr_update_key(change: &Change) -> Result<Vec<u8>, OutputError> {
 /// The v1.0.0 value: `operationType`, `operationTimestamp`, `documentId`, `projectionName`,
 /// `source`, `primaryKeys`, `before` (or `null`), `after` (absent for `DELETE`),
 /// `__internal__kafkaInfo` (offset as an integer). Documents are shown without `_id`.
-pub fn pr_update_value_v1(change: &Change) -> Result<Vec<u8>, OutputError> {
+pub fn pr_update_value_v1(change: &AppliedWrite) -> Result<Vec<u8>, OutputError> {
     let id = change
         .document()?
         .get("_id")
@@ -36,7 +36,7 @@ pub fn pr_update_value_v1(change: &Change) -> Result<Vec<u8>, OutputError> {
     change.json(2048, |out| write_value_v1(change, id, out))
 }
 
-fn write_value_v1(change: &Change, id: &Bson, out: &mut Vec<u8>) -> json::Written {
+fn write_value_v1(change: &AppliedWrite, id: &Bson, out: &mut Vec<u8>) -> json::Written {
     let mut value = json::Object::open(out);
     json::write_str(change.op.as_str(), value.key("operationType")?)?;
     json::write_date(change.written_at.timestamp_millis(), value.key("operationTimestamp")?);
@@ -56,7 +56,7 @@ fn write_value_v1(change: &Change, id: &Bson, out: &mut Vec<u8>) -> json::Writte
 /// The v2.0.0 value: `operation` `{type, timestamp}`, `source`, `storageNamespace` (the
 /// collection), `primaryKeys`, `before` and `after` (each the stored document without `_id`,
 /// or `null`: `before` of an insert, `after` of a delete).
-pub fn pr_update_value_v2(change: &Change, collection: &str) -> Result<Vec<u8>, OutputError> {
+pub fn pr_update_value_v2(change: &AppliedWrite, collection: &str) -> Result<Vec<u8>, OutputError> {
     change.document()?;
     change.json(2048, |out| {
         let mut value = json::Object::open(out);
@@ -78,7 +78,10 @@ pub fn pr_update_value_v2(change: &Change, collection: &str) -> Result<Vec<u8>, 
 /// The v2.0.0 `context` header: `{"ingestion": {topic, partitionID, offset, timestamp,
 /// pollTimestamp}}`, the message that caused the write (offset as an integer, timestamps as
 /// ISO strings like every date of the events) and when its batch was polled.
-pub fn pr_update_context_v2(change: &Change, polled_at_ms: i64) -> Result<Vec<u8>, OutputError> {
+pub fn pr_update_context_v2(
+    change: &AppliedWrite,
+    polled_at_ms: i64,
+) -> Result<Vec<u8>, OutputError> {
     let kafka = change.kafka;
     change.json(192, |out| {
         let mut context = json::Object::open(out);
@@ -128,8 +131,8 @@ mod tests {
         before: Option<&'a Document>,
         after: Option<&'a Document>,
         kafka: &'a Source,
-    ) -> Change<'a> {
-        Change {
+    ) -> AppliedWrite<'a> {
+        AppliedWrite {
             projection: "pr_customers",
             source: "crm",
             primary_keys,
@@ -141,11 +144,11 @@ mod tests {
         }
     }
 
-    fn value(change: &Change) -> Value {
+    fn value(change: &AppliedWrite) -> Value {
         serde_json::from_slice(&pr_update_value_v1(change).unwrap()).unwrap()
     }
 
-    fn key(change: &Change) -> String {
+    fn key(change: &AppliedWrite) -> String {
         String::from_utf8(pr_update_key(change).unwrap()).unwrap()
     }
 
@@ -334,7 +337,7 @@ mod tests {
         let before = b1(&first);
         let after = rewritten(&before, "PUBLIC", &second, doc! { "name": "Ada L." });
         let pk = pk();
-        let v2 = |c: &Change| -> Value {
+        let v2 = |c: &AppliedWrite| -> Value {
             serde_json::from_slice(&pr_update_value_v2(c, "pr_customers").unwrap()).unwrap()
         };
         let update = v2(&change(ChangeOp::Update, &pk, Some(&before), Some(&after), &second));

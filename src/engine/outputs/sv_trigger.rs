@@ -6,14 +6,14 @@
 
 use mongodb::bson::Document;
 
-use super::{Change, OutputError, json, write_kafka_info, write_primary_key};
+use super::{AppliedWrite, OutputError, json, write_kafka_info, write_primary_key};
 
 /// The `messageSchema` header of a v1.0.0 sv-trigger (UTF-8 JSON).
 pub const SV_TRIGGER_SCHEMA: &str = r#"{"type":"sv-trigger","version":"v1.0.0"}"#;
 
 /// A Kafka record to produce: key and value bytes (UTF-8 JSON).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Record {
+pub struct TriggerRecord {
     /// The key.
     pub key: Vec<u8>,
     /// The value.
@@ -26,8 +26,8 @@ pub struct Record {
 pub fn sv_trigger(
     single_view: &str,
     identifier: &Document,
-    change: &Change,
-) -> Result<Record, OutputError> {
+    change: &AppliedWrite,
+) -> Result<TriggerRecord, OutputError> {
     let fields = change.primary_key()?;
     let data = change.document()?;
     let key = change.json(64, |out| json::write_document(identifier, false, out))?;
@@ -45,7 +45,7 @@ pub fn sv_trigger(
         value.close();
         Ok(())
     })?;
-    Ok(Record { key, value })
+    Ok(TriggerRecord { key, value })
 }
 
 #[cfg(test)]
@@ -81,7 +81,7 @@ mod tests {
             "__STATE__": "PUBLIC",
         };
         let pk = vec!["order_id".to_string(), "line_no".to_string()];
-        let change = Change {
+        let change = AppliedWrite {
             projection: "pr_order_items",
             source: "crm",
             primary_keys: &pk,
@@ -104,7 +104,7 @@ mod tests {
         let before = doc! { "_id": ObjectId::new(), "order_id": "O-1", "line_no": 2_i64, "__STATE__": "PUBLIC" };
         let after = doc! { "_id": before.get("_id").cloned(), "order_id": "O-1", "line_no": 2_i64, "__STATE__": "DELETED" };
         let pk = vec!["order_id".to_string(), "line_no".to_string()];
-        let change = Change {
+        let change = AppliedWrite {
             projection: "pr_order_items",
             source: "crm",
             primary_keys: &pk,

@@ -1,4 +1,4 @@
-//! Users' JavaScript functions (docs/formats.md#custom-custom custom adapter, §3.5 custom casts, §4.4 manual
+//! Users' JavaScript functions (docs/formats.md#custom-custom custom adapter, docs/writes.md#cast-functions custom casts, docs/outputs.md#strategies manual
 //! strategies) run in an embedded, sandboxed QuickJS engine: no filesystem, network, process,
 //! timers or `require`; a time limit per call (interrupt handler against a deadline) and a
 //! memory limit per runtime. A [`ScriptHost`] holds one kind of function, loaded from

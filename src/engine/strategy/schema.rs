@@ -1,5 +1,5 @@
 //! Parsing and validation of `erSchema.json` and `projectionChangesSchema.json` (docs/outputs.md#strategies,
-//! §7) into an [`AutomaticStrategy`]. Every error is collected, each naming the file, the JSON
+//! README.md) into an [`AutomaticStrategy`]. Every error is collected, each naming the file, the JSON
 //! pointer of the bad value, what is wrong and what would be valid. The files are read as JSON,
 //! then each entry of `config` is decoded on its own (serde, unknown keys refused), so that one
 //! bad entry does not hide the errors of the others.

@@ -1,5 +1,5 @@
 //! Before and after images of each applied statement, which the outputs need (docs/outputs.md#pr-update-events
-//! `before`/`after`, §4.4 strategy start documents): one read of the stored documents of a
+//! `before`/`after`, docs/outputs.md#strategies strategy start documents): one read of the stored documents of a
 //! batch's keys before the write, then each statement's effect replayed on them in memory, in
 //! order, from its outcome, so several messages of one key in a batch each get their own
 //! images without a read per message.
@@ -13,12 +13,12 @@ use mongodb::bson::raw::Error as RawError;
 use mongodb::bson::{Bson, Document, RawDocument, RawDocumentBuf, doc};
 
 use super::precheck::key_id;
-use super::{Outcome, Sent, WriterError};
+use super::{Sent, WriteOutcome, WriterError};
 use crate::engine::projection::{Projection, Statement};
 
 /// What an applied statement did, as pr-update reports it (docs/outputs.md#pr-update-events `operationType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Change {
+pub enum AppliedOp {
     /// No live document existed: created, resurrected from `DELETED`, or a PK-change target.
     Insert,
     /// A live document was updated.
@@ -31,7 +31,7 @@ pub enum Change {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Images {
     /// What the statement did.
-    pub change: Change,
+    pub change: AppliedOp,
     /// The stored document before it (with `_id`), `None` when there was none (shared with
     /// the previous statement of the key in the batch, whose `after` it is).
     pub before: Option<Arc<Document>>,
@@ -102,11 +102,11 @@ pub(super) fn replay(
         let id = key_id(pk.iter().map(|f| key.get(*f)));
         let before = stored.get(&id).cloned();
         let image = match (statement.plain(), &sent.outcome) {
-            (Statement::Delete { .. }, Outcome::Deleted { deleted: true }) => {
+            (Statement::Delete { .. }, WriteOutcome::Deleted { deleted: true }) => {
                 stored.remove(&id);
-                Some(Images { change: Change::Delete, before, after: None })
+                Some(Images { change: AppliedOp::Delete, before, after: None })
             }
-            (Statement::Upsert { update, .. }, Outcome::Inserted | Outcome::Updated) => {
+            (Statement::Upsert { update, .. }, WriteOutcome::Inserted | WriteOutcome::Updated) => {
                 let after = apply(&key, before.as_deref(), update, sent).map_err(|e| {
                     WriterError::Replay {
                         collection: projection.collection.clone(),
@@ -145,7 +145,7 @@ fn apply(
     update: &RawDocument,
     sent: &Sent,
 ) -> Result<Document, RawError> {
-    let created = sent.outcome == Outcome::Inserted || before.is_none();
+    let created = sent.outcome == WriteOutcome::Inserted || before.is_none();
     let mut after = match before {
         Some(doc) if !created => doc.clone(),
         _ => {
@@ -189,14 +189,14 @@ fn set_path(doc: &mut Document, path: &str, value: Bson) {
 }
 
 /// Insert when no live document existed, delete when the write marks it `DELETED`.
-fn change_of(before: Option<&Document>, after: &Document) -> Change {
+fn change_of(before: Option<&Document>, after: &Document) -> AppliedOp {
     let deleted = |d: &Document| d.get_str("__STATE__") == Ok("DELETED");
     if deleted(after) {
-        Change::Delete
+        AppliedOp::Delete
     } else if before.is_none_or(deleted) {
-        Change::Insert
+        AppliedOp::Insert
     } else {
-        Change::Update
+        AppliedOp::Update
     }
 }
 
@@ -221,7 +221,7 @@ mod tests {
         Projection::new(&config, &Default::default()).unwrap()
     }
 
-    fn sent(outcome: Outcome, id: Option<i32>) -> Sent {
+    fn sent(outcome: WriteOutcome, id: Option<i32>) -> Sent {
         Sent { outcome, upserted_id: id.map(Bson::Int32) }
     }
 
@@ -234,24 +234,24 @@ mod tests {
             upsert("a", doc! { "__STATE__": "DELETED", "k.x": 1_i32 }),
         ];
         let sent = [
-            sent(Outcome::Inserted, Some(7)),
-            sent(Outcome::Updated, None),
-            sent(Outcome::Stale, None),
-            sent(Outcome::Updated, None),
+            sent(WriteOutcome::Inserted, Some(7)),
+            sent(WriteOutcome::Updated, None),
+            sent(WriteOutcome::Stale, None),
+            sent(WriteOutcome::Updated, None),
         ];
         let images = replay(&projection(), &stmts, &sent, HashMap::new()).unwrap();
         let first = images[0].as_ref().unwrap();
-        assert_eq!(first.change, Change::Insert);
+        assert_eq!(first.change, AppliedOp::Insert);
         assert_eq!(first.before, None);
         let expected =
             doc! { "_id": 7_i32, "id": "a", "n": "one", "__STATE__": "PUBLIC", "createdAt": 1_i32 };
         assert_eq!(first.after.as_deref(), Some(&expected));
         let second = images[1].as_ref().unwrap();
-        assert_eq!((second.change, &second.before), (Change::Update, &first.after));
+        assert_eq!((second.change, &second.before), (AppliedOp::Update, &first.after));
         assert_eq!(second.after.as_ref().unwrap().get_str("n"), Ok("two"));
         assert_eq!(images[2], None, "stale: no images");
         let third = images[3].as_ref().unwrap();
-        assert_eq!(third.change, Change::Delete);
+        assert_eq!(third.change, AppliedOp::Delete);
         let after = third.after.as_ref().unwrap();
         assert_eq!(after.get_str("n"), Ok("two"), "a soft delete keeps the data");
         assert_eq!(after.get_document("k").unwrap(), &doc! { "x": 1_i32 });
@@ -269,16 +269,16 @@ mod tests {
             Statement::Delete { filter: doc! { "id": "a" } },
         ];
         let sent = [
-            sent(Outcome::Updated, None),
-            sent(Outcome::Deleted { deleted: true }, None),
-            sent(Outcome::Deleted { deleted: false }, None),
+            sent(WriteOutcome::Updated, None),
+            sent(WriteOutcome::Deleted { deleted: true }, None),
+            sent(WriteOutcome::Deleted { deleted: false }, None),
         ];
         let images = replay(&projection(), &stmts, &sent, map).unwrap();
         let back = images[0].as_ref().unwrap();
-        assert_eq!((back.change, back.before.as_deref()), (Change::Insert, Some(&stored)));
+        assert_eq!((back.change, back.before.as_deref()), (AppliedOp::Insert, Some(&stored)));
         assert_eq!(back.after.as_ref().unwrap().get_i32("createdAt"), Ok(0), "kept");
         let gone = images[1].as_ref().unwrap();
-        assert_eq!((gone.change, gone.after.as_deref()), (Change::Delete, None));
+        assert_eq!((gone.change, gone.after.as_deref()), (AppliedOp::Delete, None));
         assert_eq!(gone.before, back.after);
         assert_eq!(images[2], None, "nothing deleted: no images");
     }

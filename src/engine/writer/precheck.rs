@@ -1,5 +1,5 @@
 //! Judges checked statements against the stored documents before they are sent (docs/writes.md#validation-modes
-//! strict `required`, §3.8 upsert off): pure, from one read of the batch's keys, each statement
+//! strict `required`, docs/writes.md#insert-update-upsert upsert off): pure, from one read of the batch's keys, each statement
 //! of a key in batch order seeing what the earlier ones left. The stale guard comes first and
 //! stays the server's: a statement the guard would refuse is sent as is and comes back stale.
 //!

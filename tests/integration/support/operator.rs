@@ -11,7 +11,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use rtu_operator::api::RealTimeUpdater;
-use rtu_operator::operator::local::{LocalPod, start_pods};
+use rtu_operator::local_workers::{LocalPod, start_pods};
 use rtu_operator::operator::reconcile::Context;
 use rtu_operator::operator::validate::Settings;
 use rtu_operator::operator::{self, Scope};

@@ -22,8 +22,8 @@ use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedContext};
 use kube::{Api, Client};
 use tracing::{info, warn};
 
-use super::build::HASH_ANNOTATION;
 use crate::config::EngineConfig;
+use crate::operator::build::HASH_ANNOTATION;
 
 /// Why local workers could not be started.
 #[derive(Debug, thiserror::Error)]
