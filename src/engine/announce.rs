@@ -9,7 +9,6 @@ use crate::engine::code::ErrorCode;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,7 +22,7 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use crate::config::{EngineConfig, PrUpdateFormat, ReadProjection, SecretError, function_name};
+use crate::config::{EngineConfig, PrUpdateFormat, SecretError, function_name};
 use crate::engine::encode;
 use crate::engine::functions;
 use crate::engine::kafka::producer_config;
@@ -35,7 +34,7 @@ use crate::engine::outputs::{
 use crate::engine::projection::Source;
 use crate::engine::script::{CallError, ScriptError, ScriptHost};
 use crate::engine::strategy::{
-    self, AutomaticStrategy, ProjectionInfo, SchemaErrors, Start, StrategyError, SvIdentifier,
+    self, AutomaticStrategy, SchemaErrors, Start, StrategyError, SvIdentifier,
 };
 use crate::engine::telemetry::{SingleViewLabel, Telemetry, TopicLabel};
 use crate::engine::writer::{AppliedOp, Images};
@@ -200,7 +199,7 @@ impl Announcer {
                 .collect(),
             pc_collection: o.projection_changes.as_ref().map(|p| p.collection.clone()),
             sv_topic: o.single_view_trigger.as_ref().map(|s| s.topic.clone()),
-            automatic: load_automatic(config)?,
+            automatic: strategy::load_automatic(config).map_err(AnnounceError::LoadSchemas)?,
             scripts: functions::load_strategies(config).map_err(AnnounceError::LoadFunctions)?,
             custom,
             max_exec,
@@ -214,7 +213,7 @@ impl Announcer {
     /// Creates the projection-changes indexes (docs/outputs.md#projection-changes), when that output is on.
     pub async fn ensure_indexes(&self) -> Result<(), AnnounceError> {
         match &self.pc_collection {
-            Some(c) => outputs::ensure_projection_change_indexes(&self.db, c)
+            Some(c) => outputs::projection_changes::ensure_indexes(&self.db, c)
                 .await
                 .map_err(AnnounceError::ProjectionChanges),
             None => Ok(()),
@@ -251,7 +250,7 @@ impl Announcer {
         }
         // Independent outputs, acknowledged together before any offset is stored.
         let ((), failed_builds) =
-            tokio::try_join!(self.upsert_projection_changes(&changes), self.produce(&changes))?;
+            tokio::try_join!(self.write_projection_changes(&changes), self.produce(&changes))?;
         let mut all = failures;
         all.extend(build_failures);
         all.extend(failed_builds);
@@ -493,7 +492,7 @@ impl Announcer {
 
     /// One command for the batch; several changes of one single view's identifier in a batch
     /// are one upsert carrying the last one (the document ends the same).
-    async fn upsert_projection_changes(
+    async fn write_projection_changes(
         &self,
         changes: &[Announced<'_>],
     ) -> Result<(), AnnounceError> {
@@ -532,7 +531,7 @@ impl Announcer {
                 kafka,
             })
             .collect();
-        let recorded = outputs::record_projection_changes(
+        let recorded = outputs::projection_changes::record(
             &self.db,
             collection,
             &pending,
@@ -621,12 +620,12 @@ impl Announcer {
     ) -> Result<Vec<Event<'_>>, OutputError> {
         let mut events = Vec::new();
         if let Some(topic) = self.pr_topics.get(a.projection) {
-            let key = outputs::pr_update_key(change)?;
+            let key = outputs::pr_update::key(change)?;
             events.push(match self.pr_format {
                 PrUpdateFormat::V1 => Event {
                     topic: Cow::Borrowed(topic),
                     key,
-                    value: outputs::pr_update_value_v1(change)?,
+                    value: outputs::pr_update::value_v1(change)?,
                     schema: PR_UPDATE_V1_SCHEMA,
                     context: None,
                     pr_update: true,
@@ -636,12 +635,12 @@ impl Announcer {
                     Event {
                         topic: Cow::Borrowed(topic),
                         key,
-                        value: outputs::pr_update_value_v2(
+                        value: outputs::pr_update::value_v2(
                             change,
                             collection.unwrap_or(a.projection),
                         )?,
                         schema: PR_UPDATE_V2_SCHEMA,
-                        context: Some(outputs::pr_update_context_v2(change, a.polled_at_ms)?),
+                        context: Some(outputs::pr_update::context_v2(change, a.polled_at_ms)?),
                         pr_update: true,
                     }
                 }
@@ -745,29 +744,6 @@ fn dedupe_per_message(applied: &[Applied<'_>], found: &mut [Vec<SvIdentifier>]) 
 
 fn output_failure(message: usize, e: OutputError) -> AnnounceFailure {
     AnnounceFailure { message, code: ErrorCode::OutputFailed, reason: e.to_string() }
-}
-
-/// The automatic strategy of `config`, loaded and checked against its projections.
-pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>, AnnounceError> {
-    let Some(files) = &config.outputs.strategies.automatic else { return Ok(None) };
-    let er = PathBuf::from(&files.er_schema);
-    let pc = PathBuf::from(&files.projection_changes_schema);
-    strategy::load(&er, &pc, &projection_infos(config))
-        .map(Some)
-        .map_err(AnnounceError::LoadSchemas)
-}
-
-/// The projections the automatic strategy knows: the ones written, then the ones only read.
-pub(crate) fn projection_infos(config: &EngineConfig) -> Vec<ProjectionInfo> {
-    let read =
-        config.outputs.strategies.automatic.iter().flat_map(|a| a.read_projections.iter().cloned());
-    config
-        .projections
-        .iter()
-        .map(ReadProjection::of)
-        .chain(read)
-        .map(|p| ProjectionInfo { name: p.name, collection: p.collection, fields: p.fields })
-        .collect()
 }
 
 #[cfg(test)]

@@ -6,9 +6,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use crate::config::{EngineConfig, function_name};
-use crate::engine::announce;
 use crate::engine::cast::Cast;
 use crate::engine::script::{FunctionKind, Limits, ScriptError, ScriptHost, read_source};
+use crate::engine::strategy;
 
 /// Where function sources come from: a function's name and configured path to (a name for
 /// messages, its text).
@@ -104,8 +104,8 @@ pub fn check_texts(config: &EngineConfig, read: Read) -> Vec<String> {
 /// load and invalid strategy schemas, one message each.
 pub fn check_files(config: &EngineConfig) -> Vec<String> {
     let mut problems = check_texts(config, &from_disk);
-    if let Err(e) = announce::load_automatic(config) {
-        problems.push(e.to_string());
+    if let Err(e) = strategy::load_automatic(config) {
+        problems.push(format!("strategy schemas:\n{e}"));
     }
     problems
 }

@@ -357,7 +357,7 @@ pub(super) fn check_schemas(
         return Vec::new();
     }
     let (Some(er), Some(pc)) = (files.get(ER), files.get(PC)) else { return Vec::new() };
-    let infos = crate::engine::announce::projection_infos(engine);
+    let infos = crate::engine::strategy::projection_infos(engine);
     let Err(errors) =
         crate::engine::strategy::parse((Path::new(ER), er), (Path::new(PC), pc), &infos)
     else {

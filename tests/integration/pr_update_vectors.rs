@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use rtu_operator::config::{DeleteMechanism, ProjectionConfig, WritesConfig};
 use rtu_operator::engine::adapter::{Adapted, Adapter, KafkaRecord};
-use rtu_operator::engine::outputs::{AppliedWrite, ChangeOp, pr_update_key, pr_update_value_v1};
+use rtu_operator::engine::outputs::{AppliedWrite, ChangeOp, pr_update};
 use rtu_operator::engine::projection::{Projection, Source, parse_kafka_key};
 use rtu_operator::engine::writer::{self, AppliedOp, ensure_primary_key_index};
 
@@ -101,8 +101,8 @@ impl Harness {
                 after: images.after.as_deref(),
                 kafka: &source,
             };
-            let key = serde_json::from_slice(&pr_update_key(&change).unwrap()).unwrap();
-            let value = serde_json::from_slice(&pr_update_value_v1(&change).unwrap()).unwrap();
+            let key = serde_json::from_slice(&pr_update::key(&change).unwrap()).unwrap();
+            let value = serde_json::from_slice(&pr_update::value_v1(&change).unwrap()).unwrap();
             events.push((key, value));
         }
         events

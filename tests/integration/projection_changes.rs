@@ -12,10 +12,11 @@ use mongodb::event::EventHandler;
 use mongodb::event::command::CommandEvent;
 use mongodb::options::ClientOptions;
 use mongodb::{Client, Collection, Database};
+use rtu_operator::engine::outputs::projection_changes::{
+    self, change_update, ensure_indexes, upsert_each,
+};
 use rtu_operator::engine::outputs::{
     ChangeUpsert, PendingChange, ProjectionChangesError, Recorded,
-    ensure_projection_change_indexes, projection_change_update, record_projection_changes,
-    upsert_projection_changes,
 };
 use rtu_operator::engine::projection::Source;
 
@@ -44,12 +45,12 @@ fn c7() -> Document {
 }
 
 fn change(identifier: &Document, kafka: &Source, now: i64) -> ChangeUpsert {
-    projection_change_update("sv_customers", identifier, kafka, DateTime::from_millis(now)).unwrap()
+    change_update("sv_customers", identifier, kafka, DateTime::from_millis(now)).unwrap()
 }
 
 async fn fresh_db(prefix: &str) -> (Database, Collection<Document>) {
     let db = admin_client().await.database(&unique_database(prefix));
-    ensure_projection_change_indexes(&db, COLLECTION).await.unwrap();
+    ensure_indexes(&db, COLLECTION).await.unwrap();
     let coll = db.collection::<Document>(COLLECTION);
     (db, coll)
 }
@@ -77,7 +78,7 @@ fn new_element(kafka: &Source, now: i64) -> Bson {
 #[tokio::test]
 async fn projection_changes_first_change_has_the_spec_shape() {
     let (db, coll) = fresh_db("pc_shape").await;
-    upsert_projection_changes(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
 
     let mut got = stored(&coll, &c7()).await;
     assert!(got.get_object_id("_id").is_ok(), "{got}");
@@ -99,8 +100,8 @@ async fn projection_changes_first_change_has_the_spec_shape() {
 #[tokio::test]
 async fn projection_changes_burst_refreshes_the_pending_new_element() {
     let (db, coll) = fresh_db("pc_burst").await;
-    upsert_projection_changes(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
-    upsert_projection_changes(&db, COLLECTION, &[change(&c7(), &item(56), W2)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(56), W2)]).await.unwrap();
 
     let got = stored(&coll, &c7()).await;
     assert_eq!(got.get_array("changes").unwrap(), &vec![new_element(&item(56), W2)], "{got}");
@@ -112,7 +113,7 @@ async fn projection_changes_burst_refreshes_the_pending_new_element() {
 #[tokio::test]
 async fn projection_changes_change_while_in_progress_appends_a_new_element() {
     let (db, coll) = fresh_db("pc_in_progress").await;
-    upsert_projection_changes(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
     // The single-view creator takes the element, as it does.
     let taken = coll
         .update_one(
@@ -123,7 +124,7 @@ async fn projection_changes_change_while_in_progress_appends_a_new_element() {
         .unwrap();
     assert_eq!(taken.modified_count, 1);
 
-    upsert_projection_changes(&db, COLLECTION, &[change(&c7(), &item(56), W2)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(56), W2)]).await.unwrap();
     let mut in_progress = new_element(&item(55), W1).as_document().unwrap().clone();
     in_progress.insert("state", "IN_PROGRESS");
     in_progress.insert("inProgressAt", DateTime::from_millis(W1));
@@ -132,7 +133,7 @@ async fn projection_changes_change_while_in_progress_appends_a_new_element() {
     assert_eq!(got.get_array("changes").unwrap(), &expected, "{got}");
 
     // A further change refreshes the new pending element, the taken one stays as it is.
-    upsert_projection_changes(&db, COLLECTION, &[change(&c7(), &item(57), W2 + 1)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(57), W2 + 1)]).await.unwrap();
     let got = stored(&coll, &c7()).await;
     let expected = vec![Bson::Document(in_progress), new_element(&item(57), W2 + 1)];
     assert_eq!(got.get_array("changes").unwrap(), &expected, "{got}");
@@ -147,7 +148,7 @@ async fn projection_changes_dollar_strings_are_stored_literally() {
     kafka.topic = "$topic".into();
     kafka.key = Bson::Document(doc! { "order_id": "$order_id", "nested": { "x": "$$NOW" } });
     let upsert = change(&identifier, &kafka, W1);
-    upsert_projection_changes(&db, COLLECTION, &[upsert.clone(), upsert]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[upsert.clone(), upsert]).await.unwrap();
 
     let got = stored(&coll, &identifier).await;
     assert_eq!(got.get_document("identifier").unwrap(), &identifier);
@@ -159,7 +160,7 @@ async fn projection_changes_dollar_strings_are_stored_literally() {
 async fn projection_changes_indexes_have_the_documented_names_keys_and_uniqueness() {
     let (db, coll) = fresh_db("pc_indexes").await;
     // A second call is a no-op.
-    ensure_projection_change_indexes(&db, COLLECTION).await.unwrap();
+    ensure_indexes(&db, COLLECTION).await.unwrap();
     let mut found = Vec::new();
     let mut cursor = coll.list_indexes().await.unwrap();
     while cursor.advance().await.unwrap() {
@@ -195,7 +196,7 @@ async fn projection_changes_batch_is_one_update_command() {
         }
     }));
     let db = Client::with_options(options).unwrap().database(&db_name);
-    ensure_projection_change_indexes(&db, COLLECTION).await.unwrap();
+    ensure_indexes(&db, COLLECTION).await.unwrap();
 
     // 20 identifiers, each changed twice in the batch, in order.
     let identifiers: Vec<Document> =
@@ -205,7 +206,7 @@ async fn projection_changes_batch_is_one_update_command() {
             identifiers.iter().map(move |id| change(id, &item(55 + round), W1 + round))
         })
         .collect();
-    upsert_projection_changes(&db, COLLECTION, &batch).await.unwrap();
+    upsert_each(&db, COLLECTION, &batch).await.unwrap();
 
     assert_eq!(updates.load(Ordering::SeqCst), 1);
     let coll = db.collection::<Document>(COLLECTION);
@@ -225,7 +226,7 @@ async fn projection_changes_concurrent_creations_leave_one_document() {
             let db = db.clone();
             tokio::spawn(async move {
                 let upsert = change(&c7(), &item(55 + i), W1 + i);
-                upsert_projection_changes(&db, COLLECTION, &[upsert]).await
+                upsert_each(&db, COLLECTION, &[upsert]).await
             })
         })
         .collect();
@@ -244,12 +245,12 @@ async fn projection_changes_refused_statement_is_an_error_naming_it() {
     let db = admin_client().await.database(&unique_database("pc_refused"));
     let validator = doc! { "identifier.customerId": { "$ne": "BAD" } };
     db.create_collection(COLLECTION).validator(validator).await.unwrap();
-    ensure_projection_change_indexes(&db, COLLECTION).await.unwrap();
+    ensure_indexes(&db, COLLECTION).await.unwrap();
     let ids =
         [doc! { "customerId": "C-1" }, doc! { "customerId": "BAD" }, doc! { "customerId": "C-3" }];
     let batch: Vec<ChangeUpsert> = ids.iter().map(|id| change(id, &item(55), W1)).collect();
 
-    let err = upsert_projection_changes(&db, COLLECTION, &batch).await.unwrap_err();
+    let err = upsert_each(&db, COLLECTION, &batch).await.unwrap_err();
     assert!(
         matches!(&err, ProjectionChangesError::Statement { index: 1, code: 121, .. }),
         "{err:?}"
@@ -312,17 +313,15 @@ async fn projection_changes_batched_recording_ends_as_the_upserts_do() {
         let kafka = &sources[b];
         let upsert_list: Vec<ChangeUpsert> = ids[range.clone()]
             .iter()
-            .map(|(t, id)| {
-                projection_change_update(t, id, kafka, DateTime::from_millis(now)).unwrap()
-            })
+            .map(|(t, id)| change_update(t, id, kafka, DateTime::from_millis(now)).unwrap())
             .collect();
-        upsert_projection_changes(&db, COLLECTION, &upsert_list).await.unwrap();
+        upsert_each(&db, COLLECTION, &upsert_list).await.unwrap();
         let pending: Vec<PendingChange<'_>> = ids[range]
             .iter()
             .map(|(t, id)| PendingChange { single_view_type: t, identifier: id, kafka })
             .collect();
         let recorded =
-            record_projection_changes(&db_b, COLLECTION, &pending, DateTime::from_millis(now), 2)
+            projection_changes::record(&db_b, COLLECTION, &pending, DateTime::from_millis(now), 2)
                 .await
                 .unwrap();
         outcomes.push(recorded);
@@ -372,7 +371,7 @@ async fn projection_changes_batched_recording_falls_back_when_its_look_up_misses
         kafka: &kafka,
     });
     let recorded =
-        record_projection_changes(&db, COLLECTION, &pending, DateTime::from_millis(W1), 1)
+        projection_changes::record(&db, COLLECTION, &pending, DateTime::from_millis(W1), 1)
             .await
             .unwrap();
     assert_eq!(recorded, Recorded { refreshed: 0, inserted: 1, fell_back: true });

@@ -12,15 +12,8 @@ use mongodb::bson::{Bson, DateTime, Document};
 
 use crate::engine::projection::Source;
 
-pub use pr_update::{
-    CONTEXT_HEADER, PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA, pr_update_context_v2, pr_update_key,
-    pr_update_value_v1, pr_update_value_v2,
-};
-pub use projection_changes::{
-    ChangeUpsert, PendingChange, ProjectionChangesError, Recorded,
-    ensure_projection_change_indexes, projection_change_update, record_projection_changes,
-    upsert_projection_changes,
-};
+pub use pr_update::{CONTEXT_HEADER, PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA};
+pub use projection_changes::{ChangeUpsert, PendingChange, ProjectionChangesError, Recorded};
 pub use sv_trigger::{SV_TRIGGER_SCHEMA, TriggerRecord, sv_trigger};
 
 /// The Kafka header that names the schema of an event's value.

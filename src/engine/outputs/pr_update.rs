@@ -20,7 +20,7 @@ pub const CONTEXT_HEADER: &str = "context";
 
 /// The key: `{"<pk field>": value, ...}` in primary-key order, from the document after the
 /// write (before it for a delete).
-pub fn pr_update_key(change: &AppliedWrite) -> Result<Vec<u8>, OutputError> {
+pub fn key(change: &AppliedWrite) -> Result<Vec<u8>, OutputError> {
     let fields = change.primary_key()?;
     change.json(64, |out| write_primary_key(&fields, out))
 }
@@ -28,7 +28,7 @@ pub fn pr_update_key(change: &AppliedWrite) -> Result<Vec<u8>, OutputError> {
 /// The v1.0.0 value: `operationType`, `operationTimestamp`, `documentId`, `projectionName`,
 /// `source`, `primaryKeys`, `before` (or `null`), `after` (absent for `DELETE`),
 /// `__internal__kafkaInfo` (offset as an integer). Documents are shown without `_id`.
-pub fn pr_update_value_v1(change: &AppliedWrite) -> Result<Vec<u8>, OutputError> {
+pub fn value_v1(change: &AppliedWrite) -> Result<Vec<u8>, OutputError> {
     let id = change
         .document()?
         .get("_id")
@@ -56,7 +56,7 @@ fn write_value_v1(change: &AppliedWrite, id: &Bson, out: &mut Vec<u8>) -> json::
 /// The v2.0.0 value: `operation` `{type, timestamp}`, `source`, `storageNamespace` (the
 /// collection), `primaryKeys`, `before` and `after` (each the stored document without `_id`,
 /// or `null`: `before` of an insert, `after` of a delete).
-pub fn pr_update_value_v2(change: &AppliedWrite, collection: &str) -> Result<Vec<u8>, OutputError> {
+pub fn value_v2(change: &AppliedWrite, collection: &str) -> Result<Vec<u8>, OutputError> {
     change.document()?;
     change.json(2048, |out| {
         let mut value = json::Object::open(out);
@@ -78,10 +78,7 @@ pub fn pr_update_value_v2(change: &AppliedWrite, collection: &str) -> Result<Vec
 /// The v2.0.0 `context` header: `{"ingestion": {topic, partitionID, offset, timestamp,
 /// pollTimestamp}}`, the message that caused the write (offset as an integer, timestamps as
 /// ISO strings like every date of the events) and when its batch was polled.
-pub fn pr_update_context_v2(
-    change: &AppliedWrite,
-    polled_at_ms: i64,
-) -> Result<Vec<u8>, OutputError> {
+pub fn context_v2(change: &AppliedWrite, polled_at_ms: i64) -> Result<Vec<u8>, OutputError> {
     let kafka = change.kafka;
     change.json(192, |out| {
         let mut context = json::Object::open(out);
@@ -145,11 +142,11 @@ mod tests {
     }
 
     fn value(change: &AppliedWrite) -> Value {
-        serde_json::from_slice(&pr_update_value_v1(change).unwrap()).unwrap()
+        serde_json::from_slice(&value_v1(change).unwrap()).unwrap()
     }
 
-    fn key(change: &AppliedWrite) -> String {
-        String::from_utf8(pr_update_key(change).unwrap()).unwrap()
+    fn key_text(change: &AppliedWrite) -> String {
+        String::from_utf8(key(change).unwrap()).unwrap()
     }
 
     /// `stored` as written by a later message: fields changed, metadata of `by`.
@@ -168,9 +165,9 @@ mod tests {
         let insert = change(ChangeOp::Insert, &pk, None, Some(&stored), &kafka);
         let expected: Value = serde_json::from_str(B1_VALUE).unwrap();
         assert_eq!(value(&insert), expected);
-        assert_eq!(key(&insert), r#"{"customer_id":"C-1"}"#);
+        assert_eq!(key_text(&insert), r#"{"customer_id":"C-1"}"#);
         // Field order is the example's too (serde_json keeps insertion order).
-        let text = String::from_utf8(pr_update_value_v1(&insert).unwrap()).unwrap();
+        let text = String::from_utf8(value_v1(&insert).unwrap()).unwrap();
         assert_eq!(text, serde_json::to_string(&expected).unwrap());
     }
 
@@ -205,7 +202,7 @@ mod tests {
             assert_eq!(v["before"], json::document_without_id(&before));
             assert_eq!(v["before"]["__STATE__"], "PUBLIC");
             assert_eq!(v["documentId"], "655400000000000000000001");
-            assert_eq!(key(&change), r#"{"customer_id":"C-1"}"#);
+            assert_eq!(key_text(&change), r#"{"customer_id":"C-1"}"#);
         }
     }
 
@@ -219,7 +216,7 @@ mod tests {
         let v = value(&change);
         assert_eq!((&v["before"], v.get("after")), (&Value::Null, None));
         assert_eq!(v["documentId"], "6554000000000000000000ff");
-        assert_eq!(key(&change), r#"{"customer_id":"C-2"}"#);
+        assert_eq!(key_text(&change), r#"{"customer_id":"C-2"}"#);
     }
 
     #[test]
@@ -232,8 +229,8 @@ mod tests {
         let pk = pk();
         let delete = change(ChangeOp::Delete, &pk, Some(&old), Some(&old_deleted), &moved);
         let insert = change(ChangeOp::Insert, &pk, None, Some(&new), &moved);
-        assert_eq!(key(&delete), r#"{"customer_id":"C-1"}"#);
-        assert_eq!(key(&insert), r#"{"customer_id":"C-9"}"#);
+        assert_eq!(key_text(&delete), r#"{"customer_id":"C-1"}"#);
+        assert_eq!(key_text(&insert), r#"{"customer_id":"C-9"}"#);
         let (d, i) = (value(&delete), value(&insert));
         assert_eq!(
             (&d["operationType"], &i["operationType"]),
@@ -252,7 +249,7 @@ mod tests {
             doc! { "_id": ObjectId::new(), "order_id": "O-1", "qty": 3_i64, "line_no": 2_i64 };
         let pk = vec!["line_no".to_string(), "order_id".to_string()];
         let change = change(ChangeOp::Insert, &pk, None, Some(&stored), &kafka);
-        assert_eq!(key(&change), r#"{"line_no":2,"order_id":"O-1"}"#);
+        assert_eq!(key_text(&change), r#"{"line_no":2,"order_id":"O-1"}"#);
         assert_eq!(value(&change)["primaryKeys"], json!(["line_no", "order_id"]));
     }
 
@@ -264,13 +261,13 @@ mod tests {
         let no_id = doc! { "customer_id": "C-1" };
         let missing_pk = change(ChangeOp::Insert, &pk, None, Some(&no_pk), &kafka);
         assert!(matches!(
-            pr_update_key(&missing_pk),
+            key(&missing_pk),
             Err(OutputError::MissingPrimaryKey { field, .. }) if field == "customer_id"
         ));
         let missing_id = change(ChangeOp::Update, &pk, None, Some(&no_id), &kafka);
-        assert!(matches!(pr_update_value_v1(&missing_id), Err(OutputError::MissingId { .. })));
+        assert!(matches!(value_v1(&missing_id), Err(OutputError::MissingId { .. })));
         let nothing = change(ChangeOp::Delete, &pk, None, None, &kafka);
-        assert!(matches!(pr_update_key(&nothing), Err(OutputError::NoDocument { .. })));
+        assert!(matches!(key(&nothing), Err(OutputError::NoDocument { .. })));
     }
 
     #[test]
@@ -317,18 +314,18 @@ mod tests {
         let stored = b1(&kafka);
         let pk = pk();
         let insert = change(ChangeOp::Insert, &pk, None, Some(&stored), &kafka);
-        let text = String::from_utf8(pr_update_value_v2(&insert, "customers").unwrap()).unwrap();
+        let text = String::from_utf8(value_v2(&insert, "customers").unwrap()).unwrap();
         let expected: Value = serde_json::from_str(B1_VALUE_V2).unwrap();
         assert_eq!(text, serde_json::to_string(&expected).unwrap());
         let polled = W + 5;
-        let context = pr_update_context_v2(&insert, polled).unwrap();
+        let context = context_v2(&insert, polled).unwrap();
         assert_eq!(
             String::from_utf8(context).unwrap(),
             r#"{"ingestion":{"topic":"acme.dev.crm.pr_customers.ingestion","partitionID":0,"offset":100,"timestamp":"2023-11-14T22:13:20.000Z","pollTimestamp":"2023-11-14T22:13:20.047Z"}}"#
         );
         assert_eq!(PR_UPDATE_V2_SCHEMA, r#"{"type":"pr-update","version":"v2.0.0"}"#);
         // The key is the same in both formats.
-        assert_eq!(key(&insert), r#"{"customer_id":"C-1"}"#);
+        assert_eq!(key_text(&insert), r#"{"customer_id":"C-1"}"#);
     }
 
     #[test]
@@ -338,7 +335,7 @@ mod tests {
         let after = rewritten(&before, "PUBLIC", &second, doc! { "name": "Ada L." });
         let pk = pk();
         let v2 = |c: &AppliedWrite| -> Value {
-            serde_json::from_slice(&pr_update_value_v2(c, "pr_customers").unwrap()).unwrap()
+            serde_json::from_slice(&value_v2(c, "pr_customers").unwrap()).unwrap()
         };
         let update = v2(&change(ChangeOp::Update, &pk, Some(&before), Some(&after), &second));
         assert_eq!(update["operation"]["type"], "UPDATE");

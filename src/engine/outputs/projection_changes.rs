@@ -1,10 +1,10 @@
 //! Projection changes in MongoDB (docs/outputs.md#projection-changes): one document per `(type, identifier)` whose
-//! `changes` array tells the single-view creator what to aggregate. [`projection_change_update`]
+//! `changes` array tells the single-view creator what to aggregate. [`change_update`]
 //! builds the upsert of one change (pure), encoded straight into BSON (module `encode`: no
-//! `Document` tree is built, cloned and dropped per change); [`upsert_projection_changes`]
-//! sends a batch of them as one `update` command; [`record_projection_changes`] writes a batch
+//! `Document` tree is built, cloned and dropped per change); [`upsert_each`]
+//! sends a batch of them as one `update` command; [`record`] writes a batch
 //! with the same outcome for a third of mongod's work (batched statements, inserts, and the
-//! upserts as the fallback); [`ensure_projection_change_indexes`] creates the indexes the
+//! upserts as the fallback); [`ensure_indexes`] creates the indexes the
 //! single-view creator relies on.
 //!
 //! Upsert rule: if the document has a `NEW` element, its message metadata is refreshed (every
@@ -138,7 +138,7 @@ static REFRESH_OR_APPEND: LazyLock<Document> = LazyLock::new(|| {
 /// ```
 ///
 /// encoded straight into BSON. Fails only when a key holds a NUL byte.
-pub fn projection_change_update(
+pub fn change_update(
     single_view_type: &str,
     identifier: &Document,
     kafka: &Source,
@@ -224,10 +224,7 @@ pub fn projection_change_update(
 
 /// Creates the unique index `type_identifier` on `{identifier: 1, type: 1}` and
 /// `type_change_state` on `{"changes.state": 1, type: 1}` (a no-op when they exist).
-pub async fn ensure_projection_change_indexes(
-    db: &Database,
-    collection: &str,
-) -> Result<(), ProjectionChangesError> {
+pub async fn ensure_indexes(db: &Database, collection: &str) -> Result<(), ProjectionChangesError> {
     let unique = IndexOptions::builder().unique(true).name(TYPE_IDENTIFIER_INDEX.to_string());
     let indexes = [
         IndexModel::builder()
@@ -250,7 +247,7 @@ pub async fn ensure_projection_change_indexes(
 /// Sends `upserts` as one ordered `update` command. A duplicate key on `type_identifier` (two
 /// writers creating the same document at once) is retried once, from that statement on; any
 /// other refusal is an error naming the collection and the statement.
-pub async fn upsert_projection_changes(
+pub async fn upsert_each(
     db: &Database,
     collection: &str,
     upserts: &[ChangeUpsert],
@@ -362,7 +359,7 @@ pub struct PendingChange<'a> {
     pub kafka: &'a Source,
 }
 
-/// How [`record_projection_changes`] wrote a batch.
+/// How [`record`] wrote a batch.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Recorded {
     /// Existing documents updated by the batched statements.
@@ -378,7 +375,7 @@ pub struct Recorded {
 const IDENTIFIERS_PER_STATEMENT: usize = 100;
 
 /// Records a batch of projection changes (at most one per `(type, identifier)`) at `now`,
-/// with the same outcome as one [`projection_change_update`] per change but a fraction of
+/// with the same outcome as one [`change_update`] per change but a fraction of
 /// mongod's work: each upsert statement costs mongod more to parse and plan than the write
 /// itself, so
 ///
@@ -392,7 +389,7 @@ const IDENTIFIERS_PER_STATEMENT: usize = 100;
 /// found; or created before step 3: a duplicate key), the whole batch is written again one
 /// upsert per change, which is idempotent for what steps 2 and 3 already wrote. `in_flight`
 /// commands run at once.
-pub async fn record_projection_changes(
+pub async fn record(
     db: &Database,
     collection: &str,
     changes: &[PendingChange<'_>],
@@ -454,10 +451,10 @@ pub async fn record_projection_changes(
         recorded.fell_back = true;
         let upserts = changes
             .iter()
-            .map(|c| projection_change_update(c.single_view_type, c.identifier, c.kafka, now))
+            .map(|c| change_update(c.single_view_type, c.identifier, c.kafka, now))
             .collect::<Result<Vec<_>, _>>()
             .map_err(encode_error)?;
-        upsert_projection_changes(db, collection, &upserts).await?;
+        upsert_each(db, collection, &upserts).await?;
     }
     Ok(recorded)
 }
@@ -492,7 +489,7 @@ async fn stored_identifiers(
 }
 
 /// The `fresh` element of a change: `{state: NEW, topic, partition, offset (string), key,
-/// timestamp, updatedAt}`, as [`projection_change_update`] writes it.
+/// timestamp, updatedAt}`, as [`change_update`] writes it.
 fn fresh_element(kafka: &Source, now: DateTime) -> Document {
     doc! {
         "state": "NEW",
@@ -613,8 +610,7 @@ mod tests {
     fn upsert(customer: &str) -> ChangeUpsert {
         let kafka = source("t", 1, 55, Bson::Document(doc! { "order_id": "$O-1" }));
         let identifier = doc! { "customerId": customer };
-        projection_change_update("sv_customers", &identifier, &kafka, DateTime::from_millis(T0))
-            .unwrap()
+        change_update("sv_customers", &identifier, &kafka, DateTime::from_millis(T0)).unwrap()
     }
 
     fn pipeline(upsert: &ChangeUpsert) -> Vec<Document> {
@@ -652,10 +648,10 @@ mod tests {
             } }],
             "upsert": true,
         };
-        let built = projection_change_update("sv_orders", &identifier, &kafka, now).unwrap();
+        let built = change_update("sv_orders", &identifier, &kafka, now).unwrap();
         assert_eq!(built.statement().as_bytes(), mongodb::bson::to_vec(&expected).unwrap());
         let nul = doc! { "a\u{0}b": 1_i32 };
-        assert!(projection_change_update("sv", &nul, &kafka, now).is_err());
+        assert!(change_update("sv", &nul, &kafka, now).is_err());
     }
 
     #[test]

@@ -14,6 +14,8 @@ pub use schema::{SchemaError, SchemaErrors, load};
 
 use condition::Cond;
 
+use crate::config::{EngineConfig, ReadProjection};
+
 /// A projection as the strategy sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProjectionInfo {
@@ -23,6 +25,28 @@ pub struct ProjectionInfo {
     pub collection: String,
     /// Its target field names (metadata fields are always allowed besides).
     pub fields: Vec<String>,
+}
+
+/// The automatic strategy `config` names (`outputs.strategies.automatic`), loaded and checked
+/// against its projections; `None` when it names none.
+pub fn load_automatic(config: &EngineConfig) -> Result<Option<AutomaticStrategy>, SchemaErrors> {
+    let Some(files) = &config.outputs.strategies.automatic else { return Ok(None) };
+    let er = std::path::Path::new(&files.er_schema);
+    let pc = std::path::Path::new(&files.projection_changes_schema);
+    load(er, pc, &projection_infos(config)).map(Some)
+}
+
+/// The projections the automatic strategy knows: the ones written, then the ones only read.
+pub fn projection_infos(config: &EngineConfig) -> Vec<ProjectionInfo> {
+    let read =
+        config.outputs.strategies.automatic.iter().flat_map(|a| a.read_projections.iter().cloned());
+    config
+        .projections
+        .iter()
+        .map(ReadProjection::of)
+        .chain(read)
+        .map(|p| ProjectionInfo { name: p.name, collection: p.collection, fields: p.fields })
+        .collect()
 }
 
 /// Both schema files, validated and compiled into the steps the walk takes.
