@@ -5,6 +5,26 @@
 
 use super::*;
 
+/// Why a message cannot be written: its code and the reason, for logs and the error policy.
+pub(super) type Refusal = (ErrorCode, String);
+
+/// What one write group's statements did, and the stored images they left (when an output
+/// needs them).
+pub(super) type GroupWritten = (Vec<WriteOutcome>, Vec<Option<Images>>);
+
+/// What one message becomes.
+pub(super) enum Plan {
+    /// Statements to write, and where the message came from.
+    Write {
+        /// The statements, in the order they must run.
+        statements: Vec<Statement>,
+        /// The message's topic, partition, offset, timestamp and key.
+        source: Source,
+    },
+    /// Nothing to write.
+    Skip(Skip),
+}
+
 /// A message that failed permanently, for logs and the error policy.
 pub(super) struct MessageFailure {
     /// The batch index of the message.
@@ -100,7 +120,7 @@ impl Engine {
             let target = self.by_topic.get(msg.topic()).copied();
             prepared.targets[i] = target;
             match self.prepare(msg, target, now, &mut prepared.counts) {
-                Ok(Ok((stmts, source))) => {
+                Ok(Plan::Write { statements: stmts, source }) => {
                     prepared.fates[i] = Fate::Written { applied: false };
                     if self.announcer.is_some() {
                         prepared.sources.resize(batch.len(), None);
@@ -114,7 +134,7 @@ impl Engine {
                         prepared.statements[group].push(statement);
                     }
                 }
-                Ok(Err(skip)) => {
+                Ok(Plan::Skip(skip)) => {
                     prepared.fates[i] = Fate::Skipped;
                     *prepared.counts.skipped.entry(skip.reason()).or_default() += 1;
                 }
@@ -141,8 +161,8 @@ impl Engine {
     pub(super) fn pair(
         &self,
         msg: &OwnedMessage,
-        adapted: Result<Adapted, (ErrorCode, String)>,
-    ) -> Result<Adapted, (ErrorCode, String)> {
+        adapted: Result<Adapted, Refusal>,
+    ) -> Result<Adapted, Refusal> {
         let mut pairing = self.pairing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let (record, failure) = match adapted {
             Ok(adapted) => (adapted, None),
@@ -163,15 +183,14 @@ impl Engine {
         }
     }
 
-    /// Adapts and maps one message: its statements, a skip, or a failure (code, reason).
-    #[allow(clippy::type_complexity)]
+    /// Adapts and maps one message: its statements, a skip, or a refusal.
     pub(super) fn prepare(
         &self,
         msg: &OwnedMessage,
         target: Option<usize>,
         now: DateTime,
         counts: &mut BatchCounts,
-    ) -> Result<Result<(Vec<Statement>, Source), Skip>, (ErrorCode, String)> {
+    ) -> Result<Plan, Refusal> {
         let Some(target) = target else {
             return Err((ErrorCode::UnknownTopic, "no projection for this topic".into()));
         };
@@ -197,9 +216,9 @@ impl Engine {
                     Adapted::Change(c) | Adapted::AfterImage { change: c, .. } => c,
                     Adapted::Skip(skip) => {
                         log_skip(msg, skip);
-                        return Ok(Err(skip));
+                        return Ok(Plan::Skip(skip));
                     }
-                    Adapted::BeforeImage(_) => return Ok(Err(Skip::BeforeImage)),
+                    Adapted::BeforeImage(_) => return Ok(Plan::Skip(Skip::BeforeImage)),
                 }
             }
         };
@@ -212,7 +231,7 @@ impl Engine {
         for field in mapped.uncastable_fields {
             *counts.uncastable_fields.entry((t.name.clone(), field)).or_default() += 1;
         }
-        Ok(Ok((mapped.statements, source)))
+        Ok(Plan::Write { statements: mapped.statements, source })
     }
 
     /// Writes a batch (retried until MongoDB acknowledges it) and sorts its outcomes; `None`
@@ -385,11 +404,10 @@ impl Engine {
     /// Writes every group concurrently (statements of one key are in one group, in order); a
     /// failed command is retried with back-off (200 ms doubling to 30 s) until it succeeds or
     /// shutdown is asked for (`None`).
-    #[allow(clippy::type_complexity)]
     pub(super) async fn write_with_retry(
         &self,
         statements: &[Vec<Statement>],
-    ) -> Option<Vec<(Vec<WriteOutcome>, Vec<Option<Images>>)>> {
+    ) -> Option<Vec<GroupWritten>> {
         let metrics = &self.telemetry.metrics;
         let attempt = || {
             let groups = self.groups_per_target();
