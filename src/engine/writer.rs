@@ -7,6 +7,7 @@
 
 mod images;
 mod precheck;
+pub mod reply;
 
 use crate::engine::code::ErrorCode;
 use std::borrow::Borrow;
@@ -88,6 +89,17 @@ pub enum WriterError {
         collection: String,
         /// Why.
         reason: String,
+    },
+    /// MongoDB wrote, but not with the write concern asked for (`writeConcernError`): transient,
+    /// the batch is written again.
+    #[error("{command} on {collection}: {message}")]
+    WriteConcern {
+        /// `update` or `delete`.
+        command: &'static str,
+        /// The collection.
+        collection: String,
+        /// MongoDB's `writeConcernError`.
+        message: String,
     },
     /// Listing the indexes of a collection failed.
     #[error("listing the indexes of {collection} failed: {source}")]
@@ -315,6 +327,10 @@ async fn run_updates<S: Borrow<Statement>>(
         collection: projection.collection.clone(),
         source,
     })?;
+    if let Some(message) = reply::write_concern_error(&reply) {
+        let collection = projection.collection.clone();
+        return Err(WriterError::WriteConcern { command: "update", collection, message });
+    }
     let mut outcomes: Vec<Sent> = (0..run.len()).map(|_| Sent::of(WriteOutcome::Updated)).collect();
     for upserted in reply.get_array("upserted").map(|a| a.as_slice()).unwrap_or_default() {
         let Some(entry) = upserted.as_document() else { continue };
@@ -324,27 +340,24 @@ async fn run_updates<S: Borrow<Statement>>(
         }
     }
     let pk = projection.primary_key_targets();
-    for error in reply.get_array("writeErrors").map(|a| a.as_slice()).unwrap_or_default() {
-        let Some(error) = error.as_document() else { continue };
-        let Some(i) = index_of(error) else { continue };
-        let code = error.get_i32("code").unwrap_or(0);
-        let on_primary_key = error
-            .get_document("keyPattern")
-            .is_ok_and(|pattern| pattern.keys().map(String::as_str).eq(pk.iter().copied()));
-        let Some(sent) = outcomes.get_mut(i) else { continue };
-        *sent = Sent::of(if code == 11000 && on_primary_key {
+    for error in reply::statement_errors(&reply) {
+        let Some(sent) = outcomes.get_mut(error.index) else { continue };
+        // A guarded upsert that meets the primary key's unique index: the document is newer.
+        *sent = Sent::of(if error.is_duplicate_key_on(pk.iter().copied()) {
             WriteOutcome::Stale
         } else {
-            WriteOutcome::Failed {
-                code: refusal_code(code),
-                message: format!(
-                    "mongodb error {code}: {}",
-                    error.get_str("errmsg").unwrap_or_default()
-                ),
-            }
+            refused(&error)
         });
     }
     Ok(outcomes)
+}
+
+/// A statement MongoDB refused, as the message error it is.
+fn refused(error: &reply::StatementError<'_>) -> WriteOutcome {
+    WriteOutcome::Failed {
+        code: refusal_code(error.code),
+        message: format!("mongodb error {}: {}", error.code, error.message),
+    }
 }
 
 async fn run_deletes<S: Borrow<Statement>>(
@@ -366,8 +379,15 @@ async fn run_deletes<S: Borrow<Statement>>(
             collection: projection.collection.clone(),
             source,
         })?;
-        outcomes
-            .push(Sent::of(WriteOutcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 }));
+        if let Some(message) = reply::write_concern_error(&reply) {
+            let collection = projection.collection.clone();
+            return Err(WriterError::WriteConcern { command: "delete", collection, message });
+        }
+        let outcome = match reply::statement_errors(&reply).next() {
+            Some(error) => refused(&error),
+            None => WriteOutcome::Deleted { deleted: reply.get_i32("n").unwrap_or(0) > 0 },
+        };
+        outcomes.push(Sent::of(outcome));
     }
     Ok(outcomes)
 }

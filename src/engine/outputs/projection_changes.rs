@@ -23,14 +23,12 @@ use mongodb::{Database, IndexModel};
 
 use crate::engine::encode::{self, EncodeError};
 use crate::engine::projection::Source;
+use crate::engine::writer::reply;
 
 /// The unique index on `{identifier: 1, type: 1}`.
 pub const TYPE_IDENTIFIER_INDEX: &str = "type_identifier";
 /// The index on `{"changes.state": 1, type: 1}`.
 pub const TYPE_CHANGE_STATE_INDEX: &str = "type_change_state";
-
-/// MongoDB's duplicate-key error code.
-const DUPLICATE_KEY: i32 = 11000;
 
 /// The upsert of one projection change: the statement `{q: filter, u: pipeline, upsert: true}`,
 /// encoded.
@@ -290,41 +288,34 @@ fn judge_reply(
     upserts: &[ChangeUpsert],
 ) -> Result<Option<usize>, ProjectionChangesError> {
     write_concern(reply, collection)?;
-    let errors = reply.get_array("writeErrors").map(Vec::as_slice).unwrap_or_default();
-    let Some(error) = errors.iter().find_map(Bson::as_document) else {
+    let Some(error) = reply::statement_errors(reply).next() else {
         return Ok(None);
     };
-    let index = error.get_i32("index").ok().and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
-    let code = error.get_i32("code").unwrap_or(0);
-    if code == DUPLICATE_KEY && on_type_identifier(error) {
-        return Ok(Some(index));
+    if error.is_duplicate_key_on(TYPE_IDENTIFIER_FIELDS) {
+        return Ok(Some(error.index));
     }
     Err(ProjectionChangesError::Statement {
         collection: collection.to_string(),
-        index,
-        statement: statement_of(upserts, index),
-        code,
-        message: error.get_str("errmsg").unwrap_or_default().to_string(),
+        index: error.index,
+        statement: statement_of(upserts, error.index),
+        code: error.code,
+        message: error.message.to_string(),
     })
 }
 
 /// The reply's `writeConcernError`, as an error.
 fn write_concern(reply: &Document, collection: &str) -> Result<(), ProjectionChangesError> {
-    match reply.get_document("writeConcernError") {
-        Ok(concern) => Err(ProjectionChangesError::WriteConcern {
+    match reply::write_concern_error(reply) {
+        Some(message) => Err(ProjectionChangesError::WriteConcern {
             collection: collection.to_string(),
-            message: concern.to_string(),
+            message,
         }),
-        Err(_) => Ok(()),
+        None => Ok(()),
     }
 }
 
-/// Whether a duplicate-key error is on `{identifier, type}`.
-fn on_type_identifier(error: &Document) -> bool {
-    error
-        .get_document("keyPattern")
-        .is_ok_and(|pattern| pattern.keys().map(String::as_str).eq(["identifier", "type"]))
-}
+/// The fields of the `type_identifier` unique index, in its order.
+const TYPE_IDENTIFIER_FIELDS: [&str; 2] = ["identifier", "type"];
 
 fn duplicate_error(
     collection: &str,
@@ -335,7 +326,7 @@ fn duplicate_error(
         collection: collection.to_string(),
         index,
         statement: statement_of(upserts, index),
-        code: DUPLICATE_KEY,
+        code: reply::DUPLICATE_KEY,
         message: format!("duplicate key on {TYPE_IDENTIFIER_INDEX}, also after a retry"),
     }
 }
@@ -574,15 +565,12 @@ async fn run_batch(
         _ => 0,
     };
     let mut duplicate = false;
-    for error in reply.get_array("writeErrors").map(Vec::as_slice).unwrap_or_default() {
-        let Some(error) = error.as_document() else { continue };
-        let code = error.get_i32("code").unwrap_or(0);
-        if code == DUPLICATE_KEY && on_type_identifier(error) {
+    for error in reply::statement_errors(&reply) {
+        if error.is_duplicate_key_on(TYPE_IDENTIFIER_FIELDS) {
             duplicate = true;
             continue;
         }
-        let index = error.get_i32("index").ok().and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
-        let item = items.get(index);
+        let item = items.get(error.index);
         let statement = match item.and_then(|d| d.get_document("q").ok()) {
             Some(q) => q.to_string(),
             None => item.map_or_else(String::new, |d| {
@@ -591,10 +579,10 @@ async fn run_batch(
         };
         return Err(ProjectionChangesError::Statement {
             collection: collection.to_string(),
-            index,
+            index: error.index,
             statement,
-            code,
-            message: error.get_str("errmsg").unwrap_or_default().to_string(),
+            code: error.code,
+            message: error.message.to_string(),
         });
     }
     Ok(BatchReply { matched, duplicate })
