@@ -118,15 +118,27 @@ const AVRO_BRANCHES: [&str; 7] = ["boolean", "int", "long", "float", "double", "
 
 /// The adapter of one projection: its options and the source fields it maps (audit columns
 /// it maps are kept).
-#[derive(Debug, Clone, PartialEq, Default)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Iidr {
-    /// The options.
-    pub options: IidrOptions,
-    /// The projection's source field names.
-    pub mapped: Vec<String>,
+    options: IidrOptions,
+    /// The audit columns the projection does not map: dropped from audit records.
+    unmapped_audit: Vec<&'static str>,
+}
+
+impl Default for Iidr {
+    fn default() -> Self {
+        Iidr::new(IidrOptions::default(), &[])
+    }
 }
 
 impl Iidr {
+    /// The adapter for a projection mapping these source fields.
+    pub fn new(options: IidrOptions, mapped: &[String]) -> Self {
+        let unmapped_audit =
+            AUDIT_COLUMNS.into_iter().filter(|c| !mapped.iter().any(|m| m == c)).collect();
+        Iidr { options, unmapped_audit }
+    }
+
     pub(super) fn adapt(
         &self,
         record: KafkaRecord<'_>,
@@ -169,10 +181,8 @@ impl Iidr {
         let entry = text(&row, "A_ENTTYP").unwrap_or_default().trim().to_string();
         let commit = text(&row, "A_CCID").map(|c| c.trim().to_string());
         let position = self.counter(&row)?;
-        for column in AUDIT_COLUMNS {
-            if !self.mapped.iter().any(|m| m == column) {
-                row.remove(column);
-            }
+        for column in &self.unmapped_audit {
+            row.remove(*column);
         }
         match entry.as_str() {
             "PT" | "RR" | "UP" => {
@@ -361,7 +371,7 @@ mod tests {
         key: Option<&str>,
         value: Option<&str>,
     ) -> Result<Adapted, AdapterError> {
-        Iidr { options, mapped: vec![] }.adapt(record(key, value), &pk())
+        Iidr::new(options, &[]).adapt(record(key, value), &pk())
     }
 
     #[test]
@@ -550,7 +560,7 @@ mod tests {
 
     #[test]
     fn mapped_audit_columns_are_kept() {
-        let iidr = Iidr { options: IidrOptions::default(), mapped: vec!["A_USER".to_string()] };
+        let iidr = Iidr::new(IidrOptions::default(), &["A_USER".to_string()]);
         let c = change(iidr.adapt(
             record(
                 None,

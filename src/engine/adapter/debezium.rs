@@ -28,6 +28,7 @@ use super::{
 use crate::engine::cast::debezium::{
     TimeUnit, base64_bytes, bits_value, decimal_text, iso_date, iso_local_date_time, iso_time,
 };
+use crate::engine::cast::preview;
 
 /// How Debezium records are read (config `adapter.debezium`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -119,6 +120,10 @@ pub struct Debezium {
     placeholder_text: String,
     placeholder_base64: String,
     placeholder_bytes: Vec<u8>,
+    /// `unwrapped`: the SMT's `<prefix>deleted`, `<prefix>op` and counter field names.
+    deleted_field: String,
+    op_field: String,
+    counter_field: String,
 }
 
 impl Default for Debezium {
@@ -135,7 +140,16 @@ impl Debezium {
             Some(hex) => hex_bytes(hex).unwrap_or_else(|| hex.as_bytes().to_vec()),
             None => options.unavailable_value_placeholder.as_bytes().to_vec(),
         };
+        let prefix = &options.added_fields_prefix;
+        let counter = match options.counter {
+            DebeziumCounter::Offset | DebeziumCounter::SourceTimestamp => "source_ts_ms",
+            DebeziumCounter::Lsn => "lsn",
+            DebeziumCounter::Scn => "scn",
+        };
         Debezium {
+            deleted_field: format!("{prefix}deleted"),
+            op_field: format!("{prefix}op"),
+            counter_field: format!("{prefix}{counter}"),
             placeholder_text: String::from_utf8_lossy(&bytes).into_owned(),
             placeholder_base64: base64::engine::general_purpose::STANDARD.encode(&bytes),
             placeholder_bytes: bytes,
@@ -149,23 +163,7 @@ impl Debezium {
         record: KafkaRecord<'_>,
         pk: &PrimaryKey,
     ) -> Result<Adapted, AdapterError> {
-        let value = match json_object(record.value, AdapterError::MalformedValue)? {
-            None => None,
-            Some(mut wrapper) if is_wrapped(&wrapper) => {
-                let schema = wrapper.remove("schema").unwrap_or(Value::Null);
-                match wrapper.remove("payload") {
-                    Some(Value::Object(payload)) => Some((payload, Some(schema))),
-                    Some(Value::Null) | None => None,
-                    Some(other) => {
-                        return Err(malformed(format!(
-                            "payload is {}, not an object",
-                            kind(&other)
-                        )));
-                    }
-                }
-            }
-            Some(plain) => Some((plain, None)),
-        };
+        let value = unwrap_schema(record.value, AdapterError::MalformedValue)?;
         let unwrapped = self.options.format == DebeziumFormat::Unwrapped;
         let Some((value, schema)) = value else {
             // Envelope: the compaction marker after a delete. Unwrapped: the delete itself
@@ -180,9 +178,8 @@ impl Debezium {
         if let Some(skip) = control_record(&value) {
             return Ok(Adapted::Skip(skip));
         }
-        if unwrapped
-            && !(value.get("op") == Some(&Value::from("t")) && value.contains_key("source"))
-        {
+        let truncate = value.get("op").and_then(Value::as_str) == Some("t");
+        if unwrapped && !(truncate && value.contains_key("source")) {
             self.unwrapped(record, pk, value, schema)
         } else {
             self.envelope(record, pk, value, schema)
@@ -241,25 +238,25 @@ impl Debezium {
         mut row: Image,
         schema: Option<Value>,
     ) -> Result<Adapted, AdapterError> {
-        let prefix = &self.options.added_fields_prefix;
-        let added = |name: &str| format!("{prefix}{name}");
-        let deleted = match row.get(&added("deleted")) {
+        let deleted = match row.get(&self.deleted_field) {
             None | Some(Value::Null) => false,
             Some(Value::String(s)) => s == "true",
             Some(Value::Bool(b)) => *b,
-            Some(other) => return Err(malformed(format!("{}deleted is {other}", prefix))),
+            Some(other) => return Err(malformed(format!("{} is {other}", self.deleted_field))),
         };
-        let op = match row.get(&added("op")).and_then(Value::as_str) {
+        let op = match row.get(&self.op_field).and_then(Value::as_str) {
             _ if deleted => Op::Delete,
             Some("c" | "r") => Op::Insert,
             Some("u") => Op::Update,
             Some("d") => Op::Delete,
             Some("t") => return Ok(Adapted::Skip(Skip::Truncate)),
             Some(other) => {
-                return Err(AdapterError::UnknownOperation(format!("{prefix}op {other:?}")));
+                let field = &self.op_field;
+                return Err(AdapterError::UnknownOperation(format!("{field} {other:?}")));
             }
             None => Op::Upsert,
         };
+        let prefix = &self.options.added_fields_prefix;
         let position = self.position(&row, true)?;
         let mapped = &self.mapped;
         row.retain(|field, _| !field.starts_with(prefix.as_str()) || mapped.contains(field));
@@ -278,44 +275,41 @@ impl Debezium {
 
     /// The counter under `counter` (`None`: the Kafka offset).
     fn position(&self, value: &Image, unwrapped: bool) -> Result<Option<u128>, AdapterError> {
-        let prefix = &self.options.added_fields_prefix;
-        let source = value.get("source");
-        let at = |field: &str| {
-            if unwrapped {
-                value.get(&format!("{prefix}{field}"))
-            } else {
-                source.and_then(|s| s.get(field))
-            }
-        };
-        let (found, what) = match self.options.counter {
+        let field = match self.options.counter {
             DebeziumCounter::Offset => return Ok(None),
-            DebeziumCounter::SourceTimestamp => {
-                let ms = if unwrapped { at("source_ts_ms") } else { at("ts_ms") };
-                match (ms, at("ts_sec")) {
-                    (Some(ms), _) if !ms.is_null() => (Some(ms.clone()), "source.ts_ms"),
-                    // Legacy MySQL records (Debezium before 0.10): seconds.
-                    (_, Some(Value::Number(s))) if !unwrapped => {
-                        (s.as_u64().map(|s| Value::from(s.saturating_mul(1000))), "source.ts_sec")
+            DebeziumCounter::SourceTimestamp => "ts_ms",
+            DebeziumCounter::Lsn => "lsn",
+            DebeziumCounter::Scn => "scn",
+        };
+        let source = value.get("source");
+        let found = match (unwrapped, self.options.counter) {
+            (true, _) => value.get(&self.counter_field).cloned(),
+            // Legacy MySQL records (Debezium before 0.10) carry seconds in `ts_sec`.
+            (false, DebeziumCounter::SourceTimestamp) => {
+                match (source.and_then(|s| s.get("ts_ms")), source.and_then(|s| s.get("ts_sec"))) {
+                    (Some(ms), _) if !ms.is_null() => Some(ms.clone()),
+                    (_, Some(Value::Number(s))) => {
+                        s.as_u64().map(|s| Value::from(s.saturating_mul(1000)))
                     }
-                    _ => (None, "source.ts_ms"),
+                    _ => None,
                 }
             }
-            DebeziumCounter::Lsn => (at("lsn").cloned(), "source.lsn"),
-            DebeziumCounter::Scn => (at("scn").cloned(), "source.scn"),
+            (false, _) => source.and_then(|s| s.get(field)).cloned(),
         };
-        let shown = if unwrapped {
-            format!("{prefix}{}", what.trim_start_matches("source.").replace('.', "_"))
-        } else {
-            what.to_string()
+        let shown = || match unwrapped {
+            true => self.counter_field.clone(),
+            false => format!("source.{field}"),
         };
         match found {
             Some(v) => parse_position(&v).map(Some).ok_or_else(|| {
                 malformed(format!(
-                    "{shown} is {v}, not an unsigned integer (adapter.debezium.counter)"
+                    "{} is {v}, not an unsigned integer (adapter.debezium.counter)",
+                    shown()
                 ))
             }),
             None => Err(malformed(format!(
-                "{shown} is missing; adapter.debezium.counter needs it in every record"
+                "{} is missing; adapter.debezium.counter needs it in every record",
+                shown()
             ))),
         }
     }
@@ -323,24 +317,11 @@ impl Debezium {
     /// The key object, unwrapped from its schema wrapper and decoded; `None` when null, and an
     /// error only when it is not a JSON object.
     fn key(&self, record: KafkaRecord<'_>) -> Result<Option<Image>, AdapterError> {
-        let Some(mut key) = json_object(record.key, AdapterError::MalformedKey)? else {
+        let Some((mut key, schema)) = unwrap_schema(record.key, AdapterError::MalformedKey)? else {
             return Ok(None);
         };
-        if is_wrapped(&key) {
-            let schema = key.remove("schema").unwrap_or(Value::Null);
-            key = match key.remove("payload") {
-                Some(Value::Object(payload)) => payload,
-                Some(Value::Null) | None => return Ok(None),
-                Some(other) => {
-                    return Err(AdapterError::MalformedKey(format!(
-                        "payload is {}, not an object",
-                        kind(&other)
-                    )));
-                }
-            };
-            if let Some(fields) = struct_fields(&schema, None) {
-                decode_image(&mut key, fields, "key")?;
-            }
+        if let Some(fields) = schema.as_ref().and_then(|s| struct_fields(s, None)) {
+            decode_image(&mut key, fields, "key")?;
         }
         Ok(Some(key))
     }
@@ -360,14 +341,19 @@ impl Debezium {
             // A key that is not JSON does not matter when the image has the primary key.
             Err(e) => return pk.extract(data, "the row image").map_err(|_| e),
         };
-        let mut merged = Image::new();
-        for (field, _) in &pk.0 {
-            let value = key.get(field).filter(|v| !v.is_null()).or_else(|| data.get(field));
-            if let Some(v) = value.filter(|v| !v.is_null()) {
-                merged.insert(field.clone(), v.clone());
-            }
-        }
-        let merged = pk.extract(&merged, "the key nor the row image")?;
+        let present =
+            |image: &Image, field: &str| image.get(field).filter(|v| !v.is_null()).cloned();
+        let merged = pk
+            .0
+            .iter()
+            .map(|(field, _)| {
+                let value = present(&key, field).or_else(|| present(data, field));
+                value.map(|v| (field.clone(), v)).ok_or_else(|| AdapterError::MissingPrimaryKey {
+                    field: field.clone(),
+                    place: "the key nor the row image",
+                })
+            })
+            .collect::<Result<Image, _>>()?;
         check_agreement(pk, &merged, data)?;
         Ok(merged)
     }
@@ -391,6 +377,24 @@ impl Debezium {
                 .all(|(item, byte)| item.as_u64() == Some(u64::from(*byte))),
             _ => false,
         }
+    }
+}
+
+/// A key or value as a JSON object (`None` when null), with the JsonConverter's
+/// `{schema, payload}` wrapper (schemas enabled) unwrapped: the payload and its schema.
+fn unwrap_schema(
+    bytes: Option<&[u8]>,
+    error: fn(String) -> AdapterError,
+) -> Result<Option<(Image, Option<Value>)>, AdapterError> {
+    let Some(mut object) = json_object(bytes, error)? else { return Ok(None) };
+    if !is_wrapped(&object) {
+        return Ok(Some((object, None)));
+    }
+    let schema = object.remove("schema");
+    match object.remove("payload") {
+        Some(Value::Object(payload)) => Ok(Some((payload, schema))),
+        Some(Value::Null) | None => Ok(None),
+        Some(other) => Err(error(format!("payload is {}, not an object", kind(&other)))),
     }
 }
 
@@ -505,7 +509,7 @@ fn decode(value: &mut Value, schema: &Value) -> Result<(), String> {
         }
         "io.debezium.data.Json" => match value.as_str().map(serde_json::from_str::<Value>) {
             Some(Ok(parsed)) => parsed,
-            _ => return Err(format!("{logical} {} is not JSON text", short(value))),
+            _ => return Err(format!("{logical} {} is not JSON text", preview(value))),
         },
         "io.debezium.data.Bits" => {
             let bytes = value.as_str().and_then(base64_bytes);
@@ -514,7 +518,7 @@ fn decode(value: &mut Value, schema: &Value) -> Result<(), String> {
                 None => {
                     return Err(format!(
                         "{logical} {} is not base64 of up to 8 bytes",
-                        short(value)
+                        preview(value)
                     ));
                 }
             }
@@ -527,11 +531,11 @@ fn decode(value: &mut Value, schema: &Value) -> Result<(), String> {
 }
 
 fn integer(value: &Value, logical: &str) -> Result<i64, String> {
-    value.as_i64().ok_or_else(|| format!("{logical} {} is not an integer", short(value)))
+    value.as_i64().ok_or_else(|| format!("{logical} {} is not an integer", preview(value)))
 }
 
 fn out_of_range(logical: &str, value: &Value) -> String {
-    format!("{logical} {} is out of range", short(value))
+    format!("{logical} {} is out of range", preview(value))
 }
 
 fn time(value: &Value, logical: &str, unit: TimeUnit) -> Result<Value, String> {
@@ -550,24 +554,15 @@ fn decimal(unscaled: &Value, scale: i32, logical: &str) -> Result<Value, String>
     let bytes = unscaled
         .as_str()
         .and_then(base64_bytes)
-        .ok_or_else(|| format!("{logical} {} is not base64", short(unscaled)))?;
+        .ok_or_else(|| format!("{logical} {} is not base64", preview(unscaled)))?;
     let text = decimal_text(&bytes, scale)
-        .ok_or_else(|| format!("{logical} {} exceeds 34 digits", short(unscaled)))?;
+        .ok_or_else(|| format!("{logical} {} exceeds 34 digits", preview(unscaled)))?;
     if scale <= 0
         && let Ok(n) = text.parse::<i64>()
     {
         return Ok(Value::from(n));
     }
     Ok(Value::String(text))
-}
-
-/// A value shortened for messages (at most 64 characters).
-fn short(value: &Value) -> String {
-    let text = value.to_string();
-    match text.char_indices().nth(64) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
 }
 
 fn hex_bytes(hex: &str) -> Option<Vec<u8>> {

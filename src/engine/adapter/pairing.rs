@@ -36,11 +36,7 @@ pub struct Paired {
 impl Pairing {
     /// Pairs the record at `offset` of `topic`/`partition` with the before image waiting there.
     pub fn pair(&mut self, topic: &str, partition: i32, offset: i64, adapted: Adapted) -> Paired {
-        let waiting = self
-            .waiting
-            .iter()
-            .position(|w| w.partition == partition && w.topic == topic)
-            .map(|i| self.waiting.swap_remove(i));
+        let waiting = self.take(topic, partition);
         match adapted {
             Adapted::BeforeImage(before) => {
                 let topic = topic.to_string();
@@ -67,6 +63,17 @@ impl Pairing {
             }
             other => Paired { adapted: other, orphan: waiting.map(|w| w.offset) },
         }
+    }
+
+    /// Ends the wait on `topic`/`partition` for a record that is not an after image at all (it
+    /// failed to adapt): the offset of the before image left an orphan, if one waited.
+    pub fn interrupt(&mut self, topic: &str, partition: i32) -> Option<i64> {
+        self.take(topic, partition).map(|w| w.offset)
+    }
+
+    fn take(&mut self, topic: &str, partition: i32) -> Option<Waiting> {
+        let i = self.waiting.iter().position(|w| w.partition == partition && w.topic == topic)?;
+        Some(self.waiting.swap_remove(i))
     }
 
     /// Each waiting before image as (topic, partition, offset): the first offset of its
@@ -151,6 +158,8 @@ mod tests {
         // A second before image replaces the first, which is reported.
         p.pair("t", 0, 20, before("3", None));
         assert_eq!(p.pair("t", 0, 21, before("3", None)).orphan, Some(20));
-        assert_eq!(p.waiting().collect::<Vec<_>>(), [("t", 0, 21)]);
+        assert_eq!((p.interrupt("t", 1), p.interrupt("t", 0)), (None, Some(21)));
+        p.pair("t", 0, 30, before("3", None));
+        assert_eq!(p.waiting().collect::<Vec<_>>(), [("t", 0, 30)]);
     }
 }

@@ -111,13 +111,15 @@ fn year(y: i64) -> String {
 /// The bytes of standard base64 text (with or without padding), as Kafka's JsonConverter
 /// writes `bytes`.
 pub fn base64_bytes(text: &str) -> Option<Vec<u8>> {
-    let engine = base64::engine::general_purpose::GeneralPurpose::new(
-        &base64::alphabet::STANDARD,
-        base64::engine::GeneralPurposeConfig::new()
-            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
-    );
-    engine.decode(text).ok()
+    BASE64.decode(text).ok()
 }
+
+/// Standard base64, padding optional when decoding.
+const BASE64: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
 
 /// The decimal text of an unscaled big-endian two's complement integer and its scale
 /// (Kafka Connect `Decimal`, Debezium `VariableScaleDecimal`): `-123.45` for (-12345, 2),

@@ -331,7 +331,7 @@ fn parsed(value: &Value) -> Option<Value> {
 }
 
 /// A short rendering of an input for error messages (at most 64 characters).
-fn preview(value: &Value) -> String {
+pub(crate) fn preview(value: &Value) -> String {
     let text = value.to_string();
     match text.char_indices().nth(64) {
         Some((cut, _)) => format!("{}…", &text[..cut]),

@@ -164,23 +164,23 @@ impl Engine {
         adapted: Result<Adapted, Refusal>,
     ) -> Result<Adapted, Refusal> {
         let mut pairing = self.pairing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let (record, failure) = match adapted {
-            Ok(adapted) => (adapted, None),
-            Err(failure) => (Adapted::Skip(Skip::NullValue), Some(failure)),
+        let (topic, partition) = (msg.topic(), msg.partition());
+        let (result, orphan) = match adapted {
+            Ok(adapted) => {
+                let paired = pairing.pair(topic, partition, msg.offset(), adapted);
+                (Ok(paired.adapted), paired.orphan)
+            }
+            Err(refusal) => (Err(refusal), pairing.interrupt(topic, partition)),
         };
-        let paired = pairing.pair(msg.topic(), msg.partition(), msg.offset(), record);
-        if let Some(orphan) = paired.orphan {
+        if let Some(orphan) = orphan {
             warn!(
-                topic = msg.topic(),
-                partition = msg.partition(),
+                topic,
+                partition,
                 offset = orphan,
                 "IIDR before image (UB) not followed by its after image (UP): nothing written for it"
             );
         }
-        match failure {
-            Some(failure) => Err(failure),
-            None => Ok(paired.adapted),
-        }
+        result
     }
 
     /// Adapts and maps one message: its statements, a skip, or a refusal.

@@ -11,7 +11,7 @@ pub(super) fn adapter_of(
 ) -> Result<Adapter, EngineError> {
     Ok(match config.kind {
         AdapterKind::Basic | AdapterKind::Db2 => {
-            Adapter::Basic(Iidr { options: config.iidr.clone(), mapped })
+            Adapter::Basic(Iidr::new(config.iidr.clone(), &mapped))
         }
         AdapterKind::GoldenGate => {
             Adapter::GoldenGate { use_pos_as_counter: config.use_pos_as_counter }
