@@ -29,42 +29,68 @@ pub(super) enum Plan {
 pub(super) struct MessageFailure {
     /// The batch index of the message.
     pub(super) index: usize,
-    /// Its projection (`None` when its topic has none).
-    pub(super) target: Option<usize>,
     pub(super) code: ErrorCode,
     pub(super) reason: String,
+}
+
+/// One message of a batch in flight: the record, its projection, what became of it and where
+/// it came from.
+pub(super) struct InFlight {
+    pub(super) message: OwnedMessage,
+    /// Its projection (`None` when its topic has none).
+    pub(super) target: Option<usize>,
+    pub(super) fate: Fate,
+    /// Where it came from, kept for the outputs (only when some are on and it is written).
+    pub(super) source: Option<Source>,
+}
+
+/// The statements of one target whose primary keys hash to one value, written in message
+/// order by one command per kind.
+pub(super) struct WriteGroup {
+    pub(super) target: usize,
+    pub(super) statements: Vec<Statement>,
+    /// Per statement: the batch index of the message it comes from.
+    pub(super) origins: Vec<usize>,
+    /// Per statement, once written: the images it left (when an output needs them).
+    pub(super) images: Vec<Option<Images>>,
 }
 
 /// A batch adapted and mapped, ready to write as `targets x writesInFlight` groups: group
 /// `target * writesInFlight + k` holds the statements of target `target` whose primary key
 /// hashes to `k`, in message order.
 pub(super) struct Prepared {
-    /// Per group: the statements.
-    pub(super) statements: Vec<Vec<Statement>>,
-    /// Per group: the batch index of the message each statement comes from.
-    pub(super) origins: Vec<Vec<usize>>,
+    /// The batch's messages, in poll order.
+    pub(super) messages: Vec<InFlight>,
+    pub(super) groups: Vec<WriteGroup>,
     /// Per topic-partition: the first offset that must not be stored (a failure under
     /// `stop` / `pauseTopic`).
     pub(super) ledger: Ledger,
-    /// Per message: its target (if any) and fate.
-    pub(super) targets: Vec<Option<usize>>,
-    pub(super) fates: Vec<Fate>,
-    /// Messages that failed, in batch order.
+    /// Messages that failed, in batch order once sorted.
     pub(super) failures: Vec<MessageFailure>,
     pub(super) counts: BatchCounts,
-    /// Per message: where it came from, kept for the outputs (only when some are on).
-    pub(super) sources: Vec<Option<Source>>,
     /// When the batch was prepared, right after its poll (v2 pr-update `pollTimestamp`).
     pub(super) polled_at_ms: i64,
 }
 
-/// A batch written to MongoDB, waiting for its outputs and offsets.
-pub(super) struct Written {
-    pub(super) batch: Vec<OwnedMessage>,
-    pub(super) prepared: Prepared,
-    /// Per write group: the images of each statement (when an output needs them).
-    pub(super) images: Vec<Vec<Option<Images>>>,
+impl Prepared {
+    /// Marks message `index` failed (once: a message's second failed statement adds nothing)
+    /// and, unless failures are dead-lettered, blocks its partition from its offset on.
+    pub(super) fn fail(&mut self, index: usize, code: ErrorCode, reason: String, block: bool) {
+        let m = &mut self.messages[index];
+        if m.fate == Fate::Failed {
+            return;
+        }
+        m.fate = Fate::Failed;
+        if block {
+            self.ledger.block(m.message.topic(), m.message.partition(), m.message.offset());
+        }
+        self.failures.push(MessageFailure { index, code, reason });
+    }
 }
+
+/// A batch written to MongoDB (its groups' images filled in), waiting for its outputs and
+/// offsets.
+pub(super) struct Written(Prepared);
 
 /// Logs a format-defined skip: a truncate as a warning (projections keep their documents),
 /// what a change stream carries besides rows at debug level.
@@ -97,54 +123,62 @@ pub(super) fn source_of(msg: &OwnedMessage) -> Source {
 impl Engine {
     /// Adapts and maps a batch: statements per target. Under `stop` / `pauseTopic` a failing
     /// message blocks its partition from that offset on.
-    pub(super) fn prepare_batch(&self, batch: &[OwnedMessage]) -> Prepared {
+    pub(super) fn prepare_batch(&self, batch: Vec<OwnedMessage>) -> Prepared {
         let now = DateTime::now();
-        let groups = self.groups_per_target();
+        let per_target = self.groups_per_target();
         let halted = self.halts.halted();
-        let dead_letter = self.dead_letter.is_some();
+        let block = self.dead_letter.is_none();
+        let keep_sources = self.announcer.is_some();
+        let groups = (0..self.targets.len() * per_target)
+            .map(|group| WriteGroup {
+                target: group / per_target,
+                statements: Vec::new(),
+                origins: Vec::new(),
+                images: Vec::new(),
+            })
+            .collect();
+        let messages = batch
+            .into_iter()
+            .map(|message| InFlight { message, target: None, fate: Fate::Halted, source: None })
+            .collect();
         let mut prepared = Prepared {
-            statements: vec![Vec::new(); self.targets.len() * groups],
-            origins: vec![Vec::new(); self.targets.len() * groups],
+            messages,
+            groups,
             ledger: Ledger::default(),
-            targets: vec![None; batch.len()],
-            fates: vec![Fate::Halted; batch.len()],
             failures: Vec::new(),
             counts: BatchCounts::default(),
-            sources: Vec::new(),
             polled_at_ms: now.timestamp_millis(),
         };
-        for (i, msg) in batch.iter().enumerate() {
+        for i in 0..prepared.messages.len() {
+            let msg = &prepared.messages[i].message;
             if prepared.ledger.holds(&halted, msg) {
                 continue;
             }
             let target = self.by_topic.get(msg.topic()).copied();
-            prepared.targets[i] = target;
-            match self.prepare(msg, target, now, &mut prepared.counts) {
-                Ok(Plan::Write { statements: stmts, source }) => {
-                    prepared.fates[i] = Fate::Written { applied: false };
-                    if self.announcer.is_some() {
-                        prepared.sources.resize(batch.len(), None);
-                        prepared.sources[i] = Some(source);
+            let plan = self.prepare(msg, target, now, &mut prepared.counts);
+            let in_flight = &mut prepared.messages[i];
+            in_flight.target = target;
+            match plan {
+                Ok(Plan::Write { statements, source }) => {
+                    in_flight.fate = Fate::Written { applied: false };
+                    if keep_sources {
+                        in_flight.source = Some(source);
                     }
                     let Some(target) = target else { continue };
-                    for statement in stmts {
-                        let projection = &self.targets[target].projection;
-                        let group = target * groups + projection.group_of(&statement, groups);
-                        prepared.origins[group].push(i);
-                        prepared.statements[group].push(statement);
+                    let projection = &self.targets[target].projection;
+                    for statement in statements {
+                        let group =
+                            target * per_target + projection.group_of(&statement, per_target);
+                        let group = &mut prepared.groups[group];
+                        group.origins.push(i);
+                        group.statements.push(statement);
                     }
                 }
                 Ok(Plan::Skip(skip)) => {
-                    prepared.fates[i] = Fate::Skipped;
+                    in_flight.fate = Fate::Skipped;
                     *prepared.counts.skipped.entry(skip.reason()).or_default() += 1;
                 }
-                Err((code, reason)) => {
-                    prepared.fates[i] = Fate::Failed;
-                    prepared.failures.push(MessageFailure { index: i, target, code, reason });
-                    if !dead_letter {
-                        prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
-                    }
-                }
+                Err((code, reason)) => prepared.fail(i, code, reason, block),
             }
         }
         // A before image waiting for its after image must not be committed: after a restart
@@ -236,38 +270,38 @@ impl Engine {
 
     /// Writes a batch (retried until MongoDB acknowledges it) and sorts its outcomes; `None`
     /// when shutdown interrupted a retry.
-    pub(super) async fn write(
-        &self,
-        batch: Vec<OwnedMessage>,
-        mut prepared: Prepared,
-    ) -> Option<Written> {
-        let written = self.write_with_retry(&prepared.statements).await?;
-        let (outcomes, images): (Vec<_>, Vec<_>) = written.into_iter().unzip();
-        self.collect_outcomes(&batch, &mut prepared, outcomes);
-        Some(Written { batch, prepared, images })
+    pub(super) async fn write(&self, mut prepared: Prepared) -> Option<Written> {
+        let written = self.write_with_retry(&prepared.groups).await?;
+        let mut outcomes = Vec::with_capacity(written.len());
+        for (group, (group_outcomes, images)) in prepared.groups.iter_mut().zip(written) {
+            group.images = images;
+            outcomes.push(group_outcomes);
+        }
+        self.collect_outcomes(&mut prepared, outcomes);
+        Some(Written(prepared))
     }
 
     /// Finishes a written batch: its outputs, the error policy for what failed, its offsets and
     /// metrics; false when shutdown interrupted a retry.
     pub(super) async fn finish(&self, written: Written) -> bool {
-        let Written { batch, mut prepared, images } = written;
-        self.halt_late(&batch, &mut prepared);
-        if !self.announce(&batch, &mut prepared, &images).await {
+        let Written(mut prepared) = written;
+        self.halt_late(&mut prepared);
+        if !self.announce(&mut prepared).await {
             return false;
         }
-        if !self.apply_policy(&batch, &mut prepared).await {
+        if !self.apply_policy(&mut prepared).await {
             return false;
         }
-        self.store_offsets(&batch, &prepared);
-        let Prepared { targets, fates, mut counts, .. } = prepared;
+        self.store_offsets(&prepared);
+        let Prepared { messages, mut counts, .. } = prepared;
         // Counted with borrowed keys, then once per distinct key into the owned ones.
-        let mut messages: BTreeMap<(&str, Option<usize>, &'static str), u64> = BTreeMap::new();
-        for ((msg, target), fate) in batch.iter().zip(targets).zip(fates) {
-            if let Some(outcome) = fate.label() {
-                *messages.entry((msg.topic(), target, outcome)).or_default() += 1;
+        let mut per_outcome: BTreeMap<(&str, Option<usize>, &'static str), u64> = BTreeMap::new();
+        for m in &messages {
+            if let Some(outcome) = m.fate.label() {
+                *per_outcome.entry((m.message.topic(), m.target, outcome)).or_default() += 1;
             }
         }
-        for ((topic, target, outcome), n) in messages {
+        for ((topic, target, outcome), n) in per_outcome {
             let projection = target.map(|t| self.targets[t].name.clone()).unwrap_or_default();
             counts.messages.insert((topic.to_string(), projection, outcome), n);
         }
@@ -279,39 +313,25 @@ impl Engine {
     /// `stop` / `pauseTopic`, block their partition).
     pub(super) fn collect_outcomes(
         &self,
-        batch: &[OwnedMessage],
         prepared: &mut Prepared,
         outcomes: Vec<Vec<WriteOutcome>>,
     ) {
-        let groups = self.groups_per_target();
-        let dead_letter = self.dead_letter.is_some();
+        let block = self.dead_letter.is_none();
         for (group, results) in outcomes.into_iter().enumerate() {
-            let target = group / groups;
-            for (&i, outcome) in prepared.origins[group].iter().zip(results) {
+            let target = prepared.groups[group].target;
+            for (k, outcome) in results.into_iter().enumerate() {
+                let i = prepared.groups[group].origins[k];
                 let op = match outcome {
                     WriteOutcome::Inserted => "insert",
                     WriteOutcome::Updated => "update",
                     WriteOutcome::Deleted { deleted: true } => "delete",
                     WriteOutcome::Deleted { deleted: false } | WriteOutcome::Stale => continue,
                     WriteOutcome::Failed { code, message } => {
-                        let msg = &batch[i];
-                        if prepared.fates[i] == Fate::Failed {
-                            continue; // a message's second statement: one failure is enough
-                        }
-                        prepared.fates[i] = Fate::Failed;
-                        prepared.failures.push(MessageFailure {
-                            index: i,
-                            target: Some(target),
-                            code,
-                            reason: message,
-                        });
-                        if !dead_letter {
-                            prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
-                        }
+                        prepared.fail(i, code, message, block);
                         continue;
                     }
                 };
-                if let Fate::Written { applied } = &mut prepared.fates[i] {
+                if let Fate::Written { applied } = &mut prepared.messages[i].fate {
                     *applied = true;
                 }
                 let name = self.targets[target].name.clone();
@@ -324,19 +344,14 @@ impl Engine {
     /// Announces the batch's applied writes (docs/outputs.md), retried with back-off until every
     /// output is acknowledged; a message a strategy failed becomes a failure for the error
     /// policy. False when shutdown interrupted a retry.
-    pub(super) async fn announce(
-        &self,
-        batch: &[OwnedMessage],
-        prepared: &mut Prepared,
-        images: &[Vec<Option<Images>>],
-    ) -> bool {
+    pub(super) async fn announce(&self, prepared: &mut Prepared) -> bool {
         let Some(announcer) = &self.announcer else { return true };
-        let groups = self.groups_per_target();
         let mut writes: Vec<(usize, usize, &Images)> = Vec::new();
-        for (group, group_images) in images.iter().enumerate() {
-            for (&i, image) in prepared.origins[group].iter().zip(group_images) {
-                if let (Some(image), Fate::Written { applied: true }) = (image, prepared.fates[i]) {
-                    writes.push((i, group / groups, image));
+        for group in &prepared.groups {
+            for (&i, image) in group.origins.iter().zip(&group.images) {
+                let applied = prepared.messages[i].fate == Fate::Written { applied: true };
+                if let (Some(image), true) = (image, applied) {
+                    writes.push((i, group.target, image));
                 }
             }
         }
@@ -353,7 +368,7 @@ impl Engine {
                     projection: &self.targets[*target].name,
                     primary_keys: &self.targets[*target].key_targets,
                     images,
-                    source: prepared.sources.get(*i)?.as_ref()?,
+                    source: prepared.messages[*i].source.as_ref()?,
                     polled_at_ms: prepared.polled_at_ms,
                 })
             })
@@ -361,23 +376,9 @@ impl Engine {
         let Some(failures) = self.announce_with_retry(announcer, &applied).await else {
             return false;
         };
-        let dead_letter = self.dead_letter.is_some();
+        let block = self.dead_letter.is_none();
         for f in failures {
-            let target = applied
-                .iter()
-                .find(|a| a.message == f.message)
-                .and_then(|a| self.targets.iter().position(|t| t.name == a.projection));
-            prepared.fates[f.message] = Fate::Failed;
-            let msg = &batch[f.message];
-            if !dead_letter {
-                prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
-            }
-            prepared.failures.push(MessageFailure {
-                index: f.message,
-                target,
-                code: f.code,
-                reason: f.reason,
-            });
+            prepared.fail(f.message, f.code, f.reason, block);
         }
         prepared.failures.sort_by_key(|f| f.index);
         true
@@ -406,13 +407,13 @@ impl Engine {
     /// shutdown is asked for (`None`).
     pub(super) async fn write_with_retry(
         &self,
-        statements: &[Vec<Statement>],
+        groups: &[WriteGroup],
     ) -> Option<Vec<GroupWritten>> {
         let metrics = &self.telemetry.metrics;
         let attempt = || {
-            let groups = self.groups_per_target();
-            let writes = statements.iter().enumerate().map(|(group, stmts)| {
-                let target = &self.targets[group / groups];
+            let writes = groups.iter().map(|group| {
+                let target = &self.targets[group.target];
+                let stmts = &group.statements;
                 let images = self.announcer.as_ref().is_some_and(|a| a.wants_images(&target.name));
                 let projection = &target.projection;
                 async move {

@@ -90,11 +90,11 @@ pub(super) fn offsets_to_store<'a>(
 
 impl Engine {
     /// Stores the offsets of a finished batch ([`offsets_to_store`]).
-    pub(super) fn store_offsets(&self, batch: &[OwnedMessage], prepared: &Prepared) {
-        let messages = batch
-            .iter()
-            .zip(&prepared.fates)
-            .map(|(m, fate)| (m.topic(), m.partition(), m.offset(), *fate));
+    pub(super) fn store_offsets(&self, prepared: &Prepared) {
+        let messages = prepared.messages.iter().map(|m| {
+            let msg = &m.message;
+            (msg.topic(), msg.partition(), msg.offset(), m.fate)
+        });
         for ((topic, partition), offset) in offsets_to_store(messages, &prepared.ledger) {
             if let Err(e) = self.consumer.store_offset(topic, partition, offset) {
                 // The partition was revoked meanwhile: its next owner replays from the commit.

@@ -44,7 +44,7 @@ mod ledger;
 mod policy;
 mod startup;
 
-use batch::{MessageFailure, Prepared, Written};
+use batch::{InFlight, MessageFailure, Prepared, Written};
 use ledger::{Fate, Ledger};
 use startup::ping_mongodb;
 
@@ -227,7 +227,7 @@ impl Engine {
                 continue;
             }
             self.telemetry.metrics.batch_messages.observe(batch.len() as f64);
-            let prepared = self.prepare_batch(&batch);
+            let prepared = self.prepare_batch(batch);
             let previous = pending.take();
             let poll = self.next_or_shutdown();
             tokio::pin!(poll);
@@ -238,7 +238,7 @@ impl Engine {
                         None => true,
                     }
                 };
-                tokio::join!(finish_previous, self.write(batch, prepared))
+                tokio::join!(finish_previous, self.write(prepared))
             };
             tokio::pin!(work);
             let mut polled = None;

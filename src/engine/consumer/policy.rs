@@ -8,31 +8,28 @@ impl Engine {
     /// The error policy of the previous batch may have halted partitions (or stopped the
     /// worker) after this batch was prepared and written: its messages there are not
     /// announced, not judged again and not stored; a replay writes them again.
-    pub(super) fn halt_late(&self, batch: &[OwnedMessage], prepared: &mut Prepared) {
+    pub(super) fn halt_late(&self, prepared: &mut Prepared) {
         let stopped = self.halts.is_stopped();
         let halted = self.halts.halted();
         if !stopped && halted.is_empty() {
             return;
         }
-        for (msg, fate) in batch.iter().zip(prepared.fates.iter_mut()) {
-            if stopped || halted.contains(&(msg.topic().to_string(), msg.partition())) {
-                *fate = Fate::Halted;
+        for m in &mut prepared.messages {
+            let (topic, partition) = (m.message.topic(), m.message.partition());
+            if stopped || halted.contains(&(topic.to_string(), partition)) {
+                m.fate = Fate::Halted;
             }
         }
-        let fates = &prepared.fates;
-        prepared.failures.retain(|f| fates[f.index] != Fate::Halted);
+        let messages = &prepared.messages;
+        prepared.failures.retain(|f| messages[f.index].fate != Fate::Halted);
     }
 
     /// Logs every failure and applies the error policy (docs/failures.md); false when shutdown
     /// interrupted a dead-letter retry.
-    pub(super) async fn apply_policy(
-        &self,
-        batch: &[OwnedMessage],
-        prepared: &mut Prepared,
-    ) -> bool {
+    pub(super) async fn apply_policy(&self, prepared: &mut Prepared) -> bool {
         let failures = std::mem::take(&mut prepared.failures);
         for failure in &failures {
-            let msg = &batch[failure.index];
+            let InFlight { message: msg, target, .. } = &prepared.messages[failure.index];
             error!(
                 code = failure.code.as_str(),
                 topic = msg.topic(),
@@ -44,15 +41,17 @@ impl Engine {
             match &self.config.error_policy {
                 ErrorPolicy::Stop => self.stop(failure.code),
                 ErrorPolicy::PauseTopic => self.pause_topic(msg.topic(), failure.code),
-                ErrorPolicy::DeadLetter { .. } => match self.dead_letter(msg, failure).await {
-                    Some(Ok(())) => prepared.fates[failure.index] = Fate::DeadLettered,
-                    Some(Err(e)) => {
-                        error!(error = %e, code = failure.code.as_str(), topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-letter topic refused the record; falling back to errorPolicy stop");
-                        prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
-                        self.stop(failure.code);
+                ErrorPolicy::DeadLetter { .. } => {
+                    match self.dead_letter(msg, *target, failure).await {
+                        Some(Ok(())) => prepared.messages[failure.index].fate = Fate::DeadLettered,
+                        Some(Err(e)) => {
+                            error!(error = %e, code = failure.code.as_str(), topic = msg.topic(), partition = msg.partition(), offset = msg.offset(), "dead-letter topic refused the record; falling back to errorPolicy stop");
+                            prepared.ledger.block(msg.topic(), msg.partition(), msg.offset());
+                            self.stop(failure.code);
+                        }
+                        None => return false,
                     }
-                    None => return false,
-                },
+                }
             }
         }
         true
@@ -62,10 +61,11 @@ impl Engine {
     pub(super) async fn dead_letter(
         &self,
         msg: &OwnedMessage,
+        target: Option<usize>,
         failure: &MessageFailure,
     ) -> Option<Result<(), DeadLetterError>> {
         let dlq = self.dead_letter.as_ref()?;
-        let projection = failure.target.map(|t| self.targets[t].name.as_str()).unwrap_or_default();
+        let projection = target.map(|t| self.targets[t].name.as_str()).unwrap_or_default();
         let record = dead_letter::DeadLetterReason {
             code: failure.code,
             reason: &failure.reason,
