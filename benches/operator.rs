@@ -28,8 +28,8 @@ use tokio::sync::Notify;
 
 use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
 use rtu_operator::operator::build::HASH_ANNOTATION;
+use rtu_operator::operator::metrics::OperatorMonitor;
 use rtu_operator::operator::reconcile::Context;
-use rtu_operator::operator::telemetry::Telemetry;
 use rtu_operator::operator::validate::Settings;
 use rtu_operator::operator::{self, Scope};
 
@@ -225,9 +225,9 @@ impl std::fmt::Display for Stats {
 }
 
 /// Reconciles finished so far (ok, error), from the operator's own metrics.
-fn reconciles(telemetry: &Telemetry) -> (u64, u64) {
+fn reconciles(monitor: &OperatorMonitor) -> (u64, u64) {
     let (mut ok, mut error) = (0, 0);
-    for line in telemetry.encode().lines().filter(|l| l.starts_with("rtu_operator_reconciles_")) {
+    for line in monitor.encode().lines().filter(|l| l.starts_with("rtu_operator_reconciles_")) {
         let n: u64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).unwrap_or(0);
         if line.contains("result=\"ok\"") {
             ok += n;
@@ -239,8 +239,8 @@ fn reconciles(telemetry: &Telemetry) -> (u64, u64) {
 }
 
 /// Failed reconciles by the step that failed, e.g. `ApplyFailed=3`.
-fn failures(telemetry: &Telemetry) -> String {
-    let reasons: Vec<String> = telemetry
+fn failures(monitor: &OperatorMonitor) -> String {
+    let reasons: Vec<String> = monitor
         .encode()
         .lines()
         .filter(|l| l.starts_with("rtu_operator_reconcile_errors_"))
@@ -254,12 +254,12 @@ fn failures(telemetry: &Telemetry) -> String {
 
 /// Waits until the operator has finished no reconcile for `quiet`; returns the reconciles
 /// counted meanwhile.
-async fn settle(telemetry: &Telemetry, quiet: Duration) -> u64 {
-    let start = reconciles(telemetry).0;
+async fn settle(monitor: &OperatorMonitor, quiet: Duration) -> u64 {
+    let start = reconciles(monitor).0;
     let mut last = start;
     loop {
         tokio::time::sleep(quiet).await;
-        let now = reconciles(telemetry).0;
+        let now = reconciles(monitor).0;
         if now == last {
             return now - start;
         }
@@ -469,12 +469,12 @@ async fn main() {
 
     // The operator, as `rtu operator` runs it minus the Lease and the HTTP server.
     let op_client = Client::try_default().await.unwrap();
-    let telemetry = Telemetry::new();
+    let monitor = OperatorMonitor::new();
     let ctx = Arc::new(Context {
         client: op_client.clone(),
         settings: Settings { worker_image: "rtu-operator:bench".into() },
         recorder: operator::recorder(op_client.clone(), "bench"),
-        telemetry: Arc::clone(&telemetry),
+        monitor: Arc::clone(&monitor),
         updaters: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -498,15 +498,15 @@ async fn main() {
     let sent = Instant::now();
     let generation = create_rtu(&api, "single", "solo", "pr_0").await;
     let created = w.reacted(&[("single".into(), generation)]).await[0] - sent;
-    settle(&telemetry, Duration::from_millis(500)).await;
-    let before = reconciles(&telemetry).0;
+    settle(&monitor, Duration::from_millis(500)).await;
+    let before = reconciles(&monitor).0;
     let mut one = Vec::new();
     for i in 0..edits {
         let sent = Instant::now();
         let generation = edit_rtu(&api, "single", 1001 + i).await;
         one.push(w.reacted(&[("single".into(), generation)]).await[0] - sent);
     }
-    let one_reconciles = reconciles(&telemetry).0 - before;
+    let one_reconciles = reconciles(&monitor).0 - before;
     let one = Stats::of(one);
     println!(
         "(1) 1 RTU: created -> Deployment {:.1} ms; {edits} sequential edits: {one}  [{one_reconciles} reconciles]",
@@ -519,13 +519,13 @@ async fn main() {
             (format!("rtu-{i:04}"), format!("crm-{}", i / per_sor), format!("pr_{}", i % per_sor))
         })
         .collect();
-    let before = reconciles(&telemetry).0;
+    let before = reconciles(&monitor).0;
     let (writes, all, created) = burst(&w, &names, in_flight, |(name, sor, projection)| {
         create_rtu(&api, name, sor, projection)
     })
     .await;
-    let first_reconciles = reconciles(&telemetry).0 - before;
-    let settled = settle(&telemetry, Duration::from_secs(1)).await;
+    let first_reconciles = reconciles(&monitor).0 - before;
+    let settled = settle(&monitor, Duration::from_secs(1)).await;
     println!(
         "(2) {rtus} RTUs created in a burst ({:.2} s to send): all reconciled {:.2} s after the first create  [{first_reconciles} reconciles, {settled} more until quiet]",
         writes.as_secs_f64(),
@@ -534,10 +534,10 @@ async fn main() {
     println!("    each, create -> Deployment:                         {created}");
 
     // (3) ... and each edited once, in a burst.
-    let before = reconciles(&telemetry).0;
+    let before = reconciles(&monitor).0;
     let (writes, all, many) =
         burst(&w, &names, in_flight, |(name, _, _)| edit_rtu(&api, name, 5000)).await;
-    let edit_reconciles = reconciles(&telemetry).0 - before;
+    let edit_reconciles = reconciles(&monitor).0 - before;
     println!(
         "(3) {rtus} RTUs edited in a burst ({:.2} s to send): all applied {:.2} s after the first edit  [{edit_reconciles} reconciles]",
         writes.as_secs_f64(),
@@ -545,14 +545,14 @@ async fn main() {
     );
     println!("    each, edit -> Deployment:                           {many}");
 
-    let (_, errors) = reconciles(&telemetry);
+    let (_, errors) = reconciles(&monitor);
     let ratio = |a: Duration, b: Duration| a.as_secs_f64() / b.as_secs_f64();
     println!(
         "ratios (p50): (1)/(0) = {:.1}; (3)/(0) = {:.1}; (3)/(1) = {:.1} ({rtus} RTUs vs 1); failed reconciles: {errors} ({})",
         ratio(one.p50, base.p50),
         ratio(many.p50, base.p50),
         ratio(many.p50, one.p50),
-        failures(&telemetry)
+        failures(&monitor)
     );
 
     let _ = stop.send(());

@@ -118,7 +118,7 @@ impl Cli {
 }
 
 fn operator(args: OperatorArgs) -> ExitCode {
-    crate::telemetry::init_logs(&args.log_level);
+    crate::process::init_logs(&args.log_level);
     let identity = args.identity.unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -154,7 +154,7 @@ fn operator(args: OperatorArgs) -> ExitCode {
 }
 
 fn local_workers(namespace: &str, name: &str, dir: &std::path::Path) -> ExitCode {
-    crate::telemetry::init_logs("info");
+    crate::process::init_logs("info");
     let binary = match std::env::current_exe() {
         Ok(b) => b,
         Err(e) => {
@@ -177,7 +177,7 @@ fn local_workers(namespace: &str, name: &str, dir: &std::path::Path) -> ExitCode
             name,
             dir,
             &binary,
-            crate::telemetry::shutdown_signal(),
+            crate::process::shutdown_signal(),
         )
         .await
         .map_err(|e| e.to_string())
@@ -235,7 +235,7 @@ fn engine(path: &std::path::Path) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    crate::telemetry::init_logs(&config.telemetry.log_level);
+    crate::process::init_logs(&config.telemetry.log_level);
     for warning in config.warnings() {
         tracing::warn!(%warning, "config setting overridden");
     }
@@ -248,7 +248,7 @@ fn engine(path: &std::path::Path) -> ExitCode {
     };
     let result = runtime.block_on(crate::engine::consumer::Engine::serve(
         config,
-        crate::telemetry::shutdown_signal(),
+        crate::process::shutdown_signal(),
     ));
     match result {
         Ok(()) => ExitCode::SUCCESS,

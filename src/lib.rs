@@ -8,5 +8,9 @@ pub mod config;
 pub mod engine;
 pub mod local_workers;
 pub mod operator;
-pub mod telemetry;
+pub mod probes;
+pub mod process;
 pub mod yaml;
+
+#[cfg(test)]
+mod dashboard_tests;

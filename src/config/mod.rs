@@ -45,7 +45,7 @@ pub struct EngineConfig {
     pub tuning: Tuning,
     /// Health, metrics and logs.
     #[serde(default)]
-    pub telemetry: Telemetry,
+    pub telemetry: TelemetryConfig,
     /// What the worker announces after each applied write (docs/outputs.md); nothing when absent.
     #[serde(default)]
     pub outputs: Outputs,
@@ -693,22 +693,22 @@ impl Default for Tuning {
 /// Health, metrics and logs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Telemetry {
+pub struct TelemetryConfig {
     /// Address `/healthz`, `/readyz` and `/metrics` listen on.
-    #[serde(default = "Telemetry::default_host")]
+    #[serde(default = "TelemetryConfig::default_host")]
     pub host: String,
     /// Port of `/healthz`, `/readyz` and `/metrics` (0: any free port, logged at start).
-    #[serde(default = "Telemetry::default_port")]
+    #[serde(default = "TelemetryConfig::default_port")]
     pub port: u16,
     /// How often consumer lag and committed offsets are refreshed from librdkafka, in ms.
-    #[serde(default = "Telemetry::default_lag_interval_ms")]
+    #[serde(default = "TelemetryConfig::default_lag_interval_ms")]
     pub lag_interval_ms: u32,
     /// Log filter, e.g. `info` or `info,rtu_operator=debug`.
-    #[serde(default = "Telemetry::default_log_level")]
+    #[serde(default = "TelemetryConfig::default_log_level")]
     pub log_level: String,
 }
 
-impl Telemetry {
+impl TelemetryConfig {
     fn default_host() -> String {
         "0.0.0.0".to_string()
     }
@@ -723,9 +723,9 @@ impl Telemetry {
     }
 }
 
-impl Default for Telemetry {
+impl Default for TelemetryConfig {
     fn default() -> Self {
-        Telemetry {
+        TelemetryConfig {
             host: Self::default_host(),
             port: Self::default_port(),
             lag_interval_ms: Self::default_lag_interval_ms(),

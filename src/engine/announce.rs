@@ -26,6 +26,7 @@ use crate::config::{EngineConfig, PrUpdateFormat, SecretError, function_name};
 use crate::engine::encode;
 use crate::engine::functions;
 use crate::engine::kafka::producer_config;
+use crate::engine::metrics::{EngineMonitor, SingleViewLabel, TopicLabel};
 use crate::engine::outputs::{
     self, AppliedWrite, CONTEXT_HEADER, ChangeOp, MESSAGE_SCHEMA_HEADER, OutputError,
     PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA, PendingChange, ProjectionChangesError,
@@ -36,7 +37,6 @@ use crate::engine::script::{CallError, ScriptError, ScriptHost};
 use crate::engine::strategy::{
     self, AutomaticStrategy, SchemaErrors, Start, StrategyError, SvIdentifier,
 };
-use crate::engine::telemetry::{SingleViewLabel, Telemetry, TopicLabel};
 use crate::engine::writer::{AppliedOp, Images};
 
 /// Why the outputs could not start, or a batch's announcement failed (transient).
@@ -147,7 +147,7 @@ pub struct Announcer {
     timeouts: Mutex<HashMap<(String, i32, i64), u32>>,
     /// Consecutive timeouts of the automatic strategy on a whole batch.
     automatic_timeouts: AtomicU32,
-    telemetry: Arc<Telemetry>,
+    monitor: Arc<EngineMonitor>,
 }
 
 impl Announcer {
@@ -156,7 +156,7 @@ impl Announcer {
     pub fn new(
         config: &EngineConfig,
         db: Database,
-        telemetry: Arc<Telemetry>,
+        monitor: Arc<EngineMonitor>,
     ) -> Result<Option<Self>, AnnounceError> {
         let o = &config.outputs;
         if o.projection_updates.is_none()
@@ -206,7 +206,7 @@ impl Announcer {
             writes_in_flight: config.tuning.writes_in_flight as usize,
             timeouts: Mutex::new(HashMap::new()),
             automatic_timeouts: AtomicU32::new(0),
-            telemetry,
+            monitor,
         }))
     }
 
@@ -486,7 +486,7 @@ impl Announcer {
 
     fn observe(&self, view: &str, started: Instant) {
         let label = SingleViewLabel { single_view: view.to_string() };
-        let histogram = self.telemetry.metrics.strategy_duration.get_or_create(&label);
+        let histogram = self.monitor.metrics.strategy_duration.get_or_create(&label);
         histogram.observe(started.elapsed().as_secs_f64());
     }
 
@@ -553,7 +553,7 @@ impl Announcer {
         }
         for (single_view, n) in counts {
             let label = SingleViewLabel { single_view: single_view.to_string() };
-            self.telemetry.metrics.projection_changes.get_or_create(&label).inc_by(n);
+            self.monitor.metrics.projection_changes.get_or_create(&label).inc_by(n);
         }
         Ok(())
     }
@@ -603,8 +603,8 @@ impl Announcer {
         }
         for (pr_update, topic, n) in acknowledged {
             let family = match pr_update {
-                true => &self.telemetry.metrics.pr_updates,
-                false => &self.telemetry.metrics.sv_triggers,
+                true => &self.monitor.metrics.pr_updates,
+                false => &self.monitor.metrics.sv_triggers,
             };
             family.get_or_create(&TopicLabel { topic: topic.into_owned() }).inc_by(n);
         }

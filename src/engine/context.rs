@@ -16,7 +16,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use tracing::{info, warn};
 
-use crate::engine::telemetry::{PartitionLabels, ResultLabel, Telemetry};
+use crate::engine::metrics::{EngineMonitor, PartitionLabels, ResultLabel};
 
 /// Partitions the error policy has halted (docs/failures.md): `stop` halts the whole worker,
 /// `pauseTopic` the failing topic's partitions. In memory only.
@@ -66,7 +66,7 @@ impl Halts {
 /// The consumer's librdkafka context.
 pub struct EngineContext {
     /// Metrics and readiness.
-    pub telemetry: Arc<Telemetry>,
+    pub monitor: Arc<EngineMonitor>,
     /// The error policy's halts.
     pub halts: Arc<Halts>,
 }
@@ -74,13 +74,13 @@ pub struct EngineContext {
 impl ClientContext for EngineContext {
     fn stats(&self, statistics: Statistics) {
         // Kafka is reachable while at least one broker connection is up.
-        let health = &self.telemetry.health;
+        let health = &self.monitor.health;
         if statistics.brokers.values().any(|b| b.state == "UP") {
             health.recovered("kafka");
         } else {
             health.failing("kafka");
         }
-        let metrics = &self.telemetry.metrics;
+        let metrics = &self.monitor.metrics;
         for (topic, t) in statistics.topics {
             for (partition, p) in t.partitions {
                 // -1 is librdkafka's internal "unassigned" partition; "none" means not fetched.
@@ -109,8 +109,8 @@ fn names(list: &TopicPartitionList) -> String {
 
 impl ConsumerContext for EngineContext {
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        let health = &self.telemetry.health;
-        let metrics = &self.telemetry.metrics;
+        let health = &self.monitor.health;
+        let metrics = &self.monitor.metrics;
         match rebalance {
             Rebalance::Assign(list) => {
                 info!(partitions = %names(list), "partitions assigned");
@@ -144,7 +144,7 @@ impl ConsumerContext for EngineContext {
                 "error"
             }
         };
-        self.telemetry.metrics.commits.get_or_create(&ResultLabel { result }).inc();
+        self.monitor.metrics.commits.get_or_create(&ResultLabel { result }).inc();
     }
 }
 

@@ -8,11 +8,11 @@ pub mod dereference;
 #[cfg(test)]
 mod fixtures;
 pub mod leader;
+pub mod metrics;
 pub mod reconcile;
 mod render;
 pub mod status;
 pub mod system_of_record;
-pub mod telemetry;
 pub mod validate;
 
 use std::collections::BTreeSet;
@@ -317,7 +317,7 @@ pub enum OperatorError {
     Connect(#[source] kube::Error),
     /// The HTTP endpoints could not be served.
     #[error(transparent)]
-    Serve(#[from] crate::telemetry::ServeError),
+    Serve(#[from] crate::probes::ServeError),
     /// The leader Lease could not be used.
     #[error(transparent)]
     Leader(#[from] leader::LeaderError),
@@ -330,11 +330,10 @@ pub enum OperatorError {
 /// released) or until leadership is lost.
 pub async fn run(options: Options) -> Result<(), OperatorError> {
     let client = Client::try_default().await.map_err(OperatorError::Connect)?;
-    let telemetry = telemetry::Telemetry::new();
-    telemetry.serve(&options.host, options.port).await?;
-    telemetry.set_started();
-    let shutdown =
-        futures::future::FutureExt::shared(Box::pin(crate::telemetry::shutdown_signal()));
+    let monitor = metrics::OperatorMonitor::new();
+    monitor.serve(&options.host, options.port).await?;
+    monitor.set_started();
+    let shutdown = futures::future::FutureExt::shared(Box::pin(crate::process::shutdown_signal()));
     let leadership = if options.leader_election {
         let election = leader::LeaderElection::new(
             client.clone(),
@@ -350,13 +349,13 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     } else {
         None
     };
-    telemetry.set_leader(true);
+    monitor.set_leader(true);
     info!(scope = ?options.scope, "leading: reconciling");
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: validate::Settings { worker_image: options.worker_image.clone() },
         recorder: recorder(client.clone(), &options.identity),
-        telemetry: Arc::clone(&telemetry),
+        monitor: Arc::clone(&monitor),
         updaters: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -378,7 +377,7 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     if let Err(e) = controllers.await {
         warn!(error = %e, "controllers ended abnormally");
     }
-    telemetry.set_leader(false);
+    monitor.set_leader(false);
     if lost {
         return Err(OperatorError::LostLeadership(format!(
             "{}/{}",

@@ -22,8 +22,8 @@ use tracing::{info, warn};
 
 use super::build::{self, Children, OWNER_LABEL};
 use super::dereference::{self, DereferenceError};
+use super::metrics::OperatorMonitor;
 use super::status::{self, ReconcileOutcome, Workers, now};
-use super::telemetry::Telemetry;
 use super::validate::{self, Settings, default_group};
 use crate::api::{RealTimeUpdater, RealTimeUpdaterStatus};
 
@@ -43,7 +43,7 @@ pub struct Context {
     /// Publishes Events.
     pub recorder: Recorder,
     /// Reconcile counts and durations.
-    pub telemetry: Arc<Telemetry>,
+    pub monitor: Arc<OperatorMonitor>,
     /// The controller's cache of RealTimeUpdaters (ownership is decided from it, not from a
     /// list request per reconcile); `None`: list them from the API server.
     pub updaters: Option<kube::runtime::reflector::Store<DeserializeGuard<RealTimeUpdater>>>,
@@ -99,8 +99,8 @@ pub async fn reconcile(
         Err(invalid) => undecodable(invalid, &ctx).await,
     };
     match &result {
-        Ok(_) => ctx.telemetry.reconcile_succeeded("RealTimeUpdater", started.elapsed()),
-        Err(e) => ctx.telemetry.reconcile_failed("RealTimeUpdater", e.reason(), started.elapsed()),
+        Ok(_) => ctx.monitor.reconcile_succeeded("RealTimeUpdater", started.elapsed()),
+        Err(e) => ctx.monitor.reconcile_failed("RealTimeUpdater", e.reason(), started.elapsed()),
     }
     result
 }

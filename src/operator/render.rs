@@ -13,7 +13,7 @@ use crate::config::{
     AutomaticStrategies, EngineConfig, ErrorPolicy, Functions, KafkaConfig, KafkaProtocol,
     KafkaSecurity, MongoConfig, Outputs, ProjectionChanges, ProjectionConfig, ProjectionUpdates,
     ReadProjection, SaslConfig, SaslMechanism, SecretSource, SingleViewTrigger, Strategies,
-    Telemetry,
+    TelemetryConfig,
 };
 
 use super::validate::*;
@@ -52,11 +52,11 @@ impl Render<'_> {
                 },
             },
             tuning: rtu.spec.worker.tuning.clone(),
-            telemetry: Telemetry {
+            telemetry: TelemetryConfig {
                 host: "0.0.0.0".into(),
                 port: METRICS_PORT,
                 log_level: rtu.spec.worker.log_level.clone(),
-                ..Telemetry::default()
+                ..TelemetryConfig::default()
             },
             outputs: self.outputs(owned),
             functions,

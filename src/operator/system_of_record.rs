@@ -45,8 +45,8 @@ pub async fn reconcile(
     let started = Instant::now();
     let result = refresh(&sor, &ctx).await;
     match &result {
-        Ok(_) => ctx.telemetry.reconcile_succeeded("SystemOfRecord", started.elapsed()),
-        Err(e) => ctx.telemetry.reconcile_failed("SystemOfRecord", e.reason(), started.elapsed()),
+        Ok(_) => ctx.monitor.reconcile_succeeded("SystemOfRecord", started.elapsed()),
+        Err(e) => ctx.monitor.reconcile_failed("SystemOfRecord", e.reason(), started.elapsed()),
     }
     result
 }

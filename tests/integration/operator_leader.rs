@@ -11,7 +11,7 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Client;
 use kube::api::{Api, PostParams};
 use rtu_operator::operator::leader::{LeaderElection, Leadership};
-use rtu_operator::operator::telemetry::Telemetry;
+use rtu_operator::operator::metrics::OperatorMonitor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinHandle;
@@ -165,18 +165,18 @@ async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
 
 #[tokio::test]
 async fn operator_leader_telemetry_endpoints_answer() {
-    let telemetry = Telemetry::new();
-    let addr = telemetry.serve("127.0.0.1", 0).await.unwrap();
+    let monitor = OperatorMonitor::new();
+    let addr = monitor.serve("127.0.0.1", 0).await.unwrap();
     assert_ne!(addr.port(), 0);
 
     assert_eq!(get(addr, "/healthz").await, (200, "ok\n".into()));
     assert_eq!(get(addr, "/readyz").await.0, 503, "ready before the operator started");
-    telemetry.set_started();
+    monitor.set_started();
     assert_eq!(get(addr, "/readyz").await, (200, "ready: standby\n".into()));
-    telemetry.set_leader(true);
+    monitor.set_leader(true);
     assert_eq!(get(addr, "/readyz").await, (200, "ready: leader\n".into()));
 
-    telemetry.reconcile_failed("RealTimeUpdater", "Validate", Duration::from_millis(40));
+    monitor.reconcile_failed("RealTimeUpdater", "Validate", Duration::from_millis(40));
     let (status, metrics) = get(addr, "/metrics").await;
     assert_eq!(status, 200);
     for family in [

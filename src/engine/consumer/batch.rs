@@ -305,7 +305,7 @@ impl Engine {
             let projection = target.map(|t| self.targets[t].name.clone()).unwrap_or_default();
             counts.messages.insert((topic.to_string(), projection, outcome), n);
         }
-        counts.publish(&self.telemetry.metrics);
+        counts.publish(&self.monitor.metrics);
         true
     }
 
@@ -409,7 +409,7 @@ impl Engine {
         &self,
         groups: &[WriteGroup],
     ) -> Option<Vec<GroupWritten>> {
-        let metrics = &self.telemetry.metrics;
+        let metrics = &self.monitor.metrics;
         let attempt = || {
             let writes = groups.iter().map(|group| {
                 let target = &self.targets[group.target];

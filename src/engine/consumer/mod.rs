@@ -2,7 +2,7 @@
 //! write the batch per collection, apply the error policy to the messages that failed, and
 //! only then store the offsets librdkafka commits (periodically, on revocation and on close).
 //! A failed MongoDB command is retried with back-off (idempotent thanks to the stale guard);
-//! readiness and metrics are kept in [`Telemetry`]. SIGTERM: finish the batch in hand (or give
+//! readiness and metrics are kept in [`EngineMonitor`]. SIGTERM: finish the batch in hand (or give
 //! up a retry), commit, leave the group.
 
 use crate::engine::code::ErrorCode;
@@ -34,10 +34,11 @@ use crate::engine::context::{EngineContext, Halts};
 use crate::engine::dead_letter::{self, DeadLetter, DeadLetterError};
 use crate::engine::functions;
 use crate::engine::kafka::consumer_config;
+use crate::engine::metrics::{BatchCounts, EngineMonitor, ReasonLabel, RetryLabel};
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use crate::engine::script::{KafkaMessage, ScriptHost};
-use crate::engine::telemetry::{BatchCounts, KindLabel, ReasonLabel, Telemetry, TelemetryError};
 use crate::engine::writer::{self, Images, WriteOutcome};
+use crate::probes::ServeError;
 
 mod batch;
 mod ledger;
@@ -68,7 +69,7 @@ pub enum EngineError {
     CreateDeadLetter(DeadLetterError),
     /// The health and metrics server could not start.
     #[error(transparent)]
-    ServeTelemetry(#[from] TelemetryError),
+    ServeProbes(#[from] ServeError),
     /// The final commit at shutdown failed.
     #[error("final commit: {0}")]
     CommitOnShutdown(KafkaError),
@@ -131,7 +132,7 @@ pub struct Engine {
     consumer: StreamConsumer<EngineContext>,
     targets: Vec<Target>,
     by_topic: HashMap<String, usize>,
-    telemetry: Arc<Telemetry>,
+    monitor: Arc<EngineMonitor>,
     halts: Arc<Halts>,
     dead_letter: Option<DeadLetter>,
     /// The outputs (docs/outputs.md), when configured.
@@ -153,14 +154,14 @@ impl Engine {
         config: EngineConfig,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> Result<(), EngineError> {
-        let telemetry =
-            Telemetry::new(Duration::from_millis(u64::from(config.tuning.unhealthy_after_ms)));
-        telemetry.serve(&config.telemetry.host, config.telemetry.port).await?;
-        match Self::assemble(config, Arc::clone(&telemetry)).await {
+        let monitor =
+            EngineMonitor::new(Duration::from_millis(u64::from(config.tuning.unhealthy_after_ms)));
+        monitor.serve(&config.telemetry.host, config.telemetry.port).await?;
+        match Self::assemble(config, Arc::clone(&monitor)).await {
             Ok(engine) => engine.run(shutdown).await,
             Err(e) if e.is_configuration() => {
                 error!(error = %e, "configuration error: not consuming until the config is fixed");
-                telemetry.health.set_problem(Some(format!("configuration error: {e}")));
+                monitor.health.set_problem(Some(format!("configuration error: {e}")));
                 shutdown.await;
                 info!("shutting down (nothing was consumed)");
                 Ok(())
@@ -180,7 +181,7 @@ impl Engine {
             shutdown.await;
             let _ = tx.send(true);
         });
-        tokio::spawn(ping_mongodb(self.db.clone(), Arc::clone(&self.telemetry), self.ping_every()));
+        tokio::spawn(ping_mongodb(self.db.clone(), Arc::clone(&self.monitor), self.ping_every()));
         if self.ensure_indexes().await {
             self.subscribe()?;
             self.consume().await;
@@ -226,7 +227,7 @@ impl Engine {
                 next = self.next_or_shutdown().await;
                 continue;
             }
-            self.telemetry.metrics.batch_messages.observe(batch.len() as f64);
+            self.monitor.metrics.batch_messages.observe(batch.len() as f64);
             let prepared = self.prepare_batch(batch);
             let previous = pending.take();
             let poll = self.next_or_shutdown();
@@ -307,10 +308,10 @@ impl Engine {
 
     fn poll_error(&self, e: &KafkaError) {
         warn!(error = %e, "kafka poll error");
-        self.telemetry
+        self.monitor
             .metrics
             .transient_retries
-            .get_or_create(&KindLabel { kind: "kafka_poll" })
+            .get_or_create(&RetryLabel { kind: "kafka_poll" })
             .inc();
     }
 
@@ -323,7 +324,7 @@ impl Engine {
         mut attempt: impl FnMut() -> F,
     ) -> Option<T> {
         let mut backoff = Backoff::default();
-        let health = &self.telemetry.health;
+        let health = &self.monitor.health;
         loop {
             match attempt().await {
                 Ok(done) => {
@@ -332,8 +333,8 @@ impl Engine {
                 }
                 Err(e) => {
                     health.failing(retry.dependency);
-                    let label = KindLabel { kind: retry.kind };
-                    self.telemetry.metrics.transient_retries.get_or_create(&label).inc();
+                    let label = RetryLabel { kind: retry.kind };
+                    self.monitor.metrics.transient_retries.get_or_create(&label).inc();
                     let delay = backoff.next_delay();
                     warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "{}", retry.what);
                     if !self.sleep_unless_shutdown(delay).await {

@@ -71,12 +71,12 @@ impl Engine {
             reason: &failure.reason,
             projection,
         };
-        let health = &self.telemetry.health;
+        let health = &self.monitor.health;
         let retries = self
-            .telemetry
+            .monitor
             .metrics
             .transient_retries
-            .get_or_create_owned(&KindLabel { kind: "dead_letter" });
+            .get_or_create_owned(&RetryLabel { kind: "dead_letter" });
         let send = dlq.send(msg, &record, |_| {
             health.failing("dead-letter topic");
             retries.inc();
@@ -107,8 +107,8 @@ impl Engine {
                 code = code.as_str(),
                 "consumer stopped by errorPolicy stop; nothing at or after this offset is committed"
             );
-            self.telemetry.health.set_stopped(code.as_str());
-            self.telemetry
+            self.monitor.health.set_stopped(code.as_str());
+            self.monitor
                 .metrics
                 .stopped
                 .get_or_create(&ReasonLabel { reason: code.to_string() })
@@ -140,8 +140,8 @@ impl Engine {
         }
         drop(list);
         self.halts.halt(owned);
-        let paused = self.telemetry.health.set_paused(topic);
-        self.telemetry.metrics.paused_topics.set(paused as i64);
+        let paused = self.monitor.health.set_paused(topic);
+        self.monitor.metrics.paused_topics.set(paused as i64);
         error!(
             topic,
             code = code.as_str(),

@@ -28,8 +28,8 @@ pub(super) fn adapter_of(
 
 /// Pings MongoDB every `every` (each ping bounded by `every` too) so `/readyz` reflects an
 /// outage even while no message arrives.
-pub(super) async fn ping_mongodb(db: Database, telemetry: Arc<Telemetry>, every: Duration) {
-    let health = &telemetry.health;
+pub(super) async fn ping_mongodb(db: Database, monitor: Arc<EngineMonitor>, every: Duration) {
+    let health = &monitor.health;
     loop {
         match tokio::time::timeout(every, db.run_command(doc! { "ping": 1 })).await {
             Ok(Ok(_)) => health.recovered("mongodb"),
@@ -45,10 +45,10 @@ pub(super) async fn ping_mongodb(db: Database, telemetry: Arc<Telemetry>, every:
 
 impl Engine {
     /// Builds the projections, loads the functions and creates the clients, reporting to
-    /// `telemetry` (already serving).
+    /// `monitor` (already serving).
     pub(super) async fn assemble(
         config: EngineConfig,
-        telemetry: Arc<Telemetry>,
+        monitor: Arc<EngineMonitor>,
     ) -> Result<Self, EngineError> {
         let mut targets = Vec::new();
         let mut by_topic = HashMap::new();
@@ -81,8 +81,7 @@ impl Engine {
             .map_err(EngineError::ConnectMongo)?
             .database(&config.mongodb.database);
         let halts = Arc::new(Halts::default());
-        let context =
-            EngineContext { telemetry: Arc::clone(&telemetry), halts: Arc::clone(&halts) };
+        let context = EngineContext { monitor: Arc::clone(&monitor), halts: Arc::clone(&halts) };
         let consumer: StreamConsumer<EngineContext> = consumer_config(
             &config.kafka,
             config.tuning.commit_interval_ms,
@@ -100,7 +99,7 @@ impl Engine {
             }
             _ => None,
         };
-        let announcer = Announcer::new(&config, db.clone(), Arc::clone(&telemetry))
+        let announcer = Announcer::new(&config, db.clone(), Arc::clone(&monitor))
             .map_err(|e| EngineError::Outputs(Box::new(e)))?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Engine {
@@ -109,7 +108,7 @@ impl Engine {
             consumer,
             targets,
             by_topic,
-            telemetry,
+            monitor,
             halts,
             dead_letter,
             announcer,
@@ -157,14 +156,14 @@ impl Engine {
     ) -> bool {
         let mut backoff = Backoff::default();
         while let Err(e) = attempt().await {
-            self.telemetry.health.failing("mongodb indexes");
+            self.monitor.health.failing("mongodb indexes");
             let delay = backoff.next_delay();
             error!(error = %e, retry_in_ms = delay.as_millis() as u64, "{what}");
             if !self.sleep_unless_shutdown(delay).await {
                 return false;
             }
         }
-        self.telemetry.health.recovered("mongodb indexes");
+        self.monitor.health.recovered("mongodb indexes");
         true
     }
 
@@ -172,7 +171,7 @@ impl Engine {
     /// index, not ready meanwhile with the missing one named (docs/writes.md#indexes); false when shutdown
     /// came first.
     pub(super) async fn verify_indexes(&self) -> bool {
-        let health = &self.telemetry.health;
+        let health = &self.monitor.health;
         for t in &self.targets {
             loop {
                 let problem = match writer::has_primary_key_index(&self.db, &t.projection).await {

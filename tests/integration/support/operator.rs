@@ -65,7 +65,7 @@ impl Operator {
             client: client.clone(),
             settings: Settings { worker_image: IMAGE.into() },
             recorder: operator::recorder(client.clone(), "tests"),
-            telemetry: rtu_operator::operator::telemetry::Telemetry::new(),
+            monitor: rtu_operator::operator::metrics::OperatorMonitor::new(),
             updaters: None,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

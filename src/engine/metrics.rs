@@ -1,8 +1,7 @@
-//! The engine's health and metrics (docs/consumption.md#health-and-metrics): the Prometheus families the consumer updates,
-//! the readiness state (`/readyz`: the group has assigned this worker its partitions, MongoDB
-//! answers, nothing is stopped or paused by the error policy), and what the shared HTTP server
-//! ([`crate::telemetry::serve_http`]) answers on `telemetry.host:port` for `/healthz`,
-//! `/readyz`, `/metrics` and their `/-/healthz`, `/-/ready`, `/-/metrics` aliases.
+//! The engine's metrics and health (docs/consumption.md#health-and-metrics): the Prometheus
+//! families the consumer updates, and the readiness state (`/readyz`: the group has assigned
+//! this worker its partitions, MongoDB answers, nothing is stopped or paused by the error
+//! policy) the probe server ([`crate::probes`]) answers on `telemetry.host:port`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -10,7 +9,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -19,9 +17,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use crate::telemetry::{OPENMETRICS, Reply, TEXT_PLAIN, serve_http};
-
-pub use crate::telemetry::ServeError as TelemetryError;
+use crate::probes::{self, Probes, ServeError};
 
 /// Labels of `rtu_messages_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -68,9 +64,9 @@ pub struct ReasonLabel {
     pub reason: String,
 }
 
-/// A single label.
+/// The label of `rtu_transient_retries_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub struct RetryLabel {
     /// What was retried.
     pub kind: &'static str,
 }
@@ -124,7 +120,7 @@ pub struct Metrics {
     /// 1 while consumption is stopped by `errorPolicy: stop`, by reason (the error code).
     pub stopped: Family<ReasonLabel, Gauge>,
     /// Transient failures retried, by kind.
-    pub transient_retries: Family<KindLabel, Counter>,
+    pub transient_retries: Family<RetryLabel, Counter>,
     /// Offset commits, by result.
     pub commits: Family<ResultLabel, Counter>,
     /// pr-update events produced (acknowledged), by topic.
@@ -344,49 +340,34 @@ impl Health {
     }
 }
 
-/// Metrics and health, shared by the consumer, the librdkafka callbacks and the HTTP server.
-pub struct Telemetry {
+/// Metrics and health, shared by the consumer, the librdkafka callbacks and the probe server.
+pub struct EngineMonitor {
     /// The metric families.
     pub metrics: Metrics,
     /// The readiness state.
     pub health: Health,
 }
 
-impl Telemetry {
+impl EngineMonitor {
     /// Fresh metrics; readiness turns false after a dependency fails for `unhealthy_after`.
     pub fn new(unhealthy_after: Duration) -> Arc<Self> {
-        Arc::new(Telemetry { metrics: Metrics::new(), health: Health::new(unhealthy_after) })
+        Arc::new(EngineMonitor { metrics: Metrics::new(), health: Health::new(unhealthy_after) })
     }
 
-    fn respond(&self, path: &str) -> Reply {
-        const TEXT: &str = TEXT_PLAIN;
-        match path {
-            "/healthz" | "/-/healthz" => (StatusCode::OK, TEXT, "ok\n".into()),
-            "/readyz" | "/-/ready" => match self.health.readiness() {
-                Ok(summary) => (StatusCode::OK, TEXT, format!("{summary}\n")),
-                Err(reasons) => (
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    TEXT,
-                    format!("not ready: {}\n", reasons.join("; ")),
-                ),
-            },
-            "/metrics" | "/-/metrics" => (StatusCode::OK, OPENMETRICS, self.metrics.encode()),
-            _ => (
-                StatusCode::NOT_FOUND,
-                TEXT,
-                "not found; try /healthz, /readyz or /metrics\n".into(),
-            ),
-        }
+    /// Listens on `host:port` and serves the probes until the process ends; returns the bound
+    /// address.
+    pub async fn serve(self: &Arc<Self>, host: &str, port: u16) -> Result<SocketAddr, ServeError> {
+        probes::serve(host, port, Arc::clone(self)).await
+    }
+}
+
+impl Probes for EngineMonitor {
+    fn readiness(&self) -> Result<String, String> {
+        self.health.readiness().map_err(|reasons| reasons.join("; "))
     }
 
-    /// Listens on `host:port` and serves until the process ends; returns the bound address.
-    pub async fn serve(
-        self: &Arc<Self>,
-        host: &str,
-        port: u16,
-    ) -> Result<SocketAddr, TelemetryError> {
-        let telemetry = Arc::clone(self);
-        serve_http(host, port, move |path| telemetry.respond(path)).await
+    fn metrics(&self) -> String {
+        self.metrics.encode()
     }
 }
 
@@ -432,7 +413,7 @@ mod tests {
 
     #[test]
     fn readiness_names_every_reason() {
-        let t = Telemetry::new(Duration::from_millis(0));
+        let t = EngineMonitor::new(Duration::from_millis(0));
         assert_eq!(
             t.health.readiness().unwrap_err(),
             vec!["waiting for the consumer group to assign partitions"]
@@ -455,7 +436,7 @@ mod tests {
 
     #[test]
     fn a_dependency_failure_counts_only_after_unhealthy_after() {
-        let t = Telemetry::new(Duration::from_secs(60));
+        let t = EngineMonitor::new(Duration::from_secs(60));
         t.health.partitions_changed(1);
         t.health.failing("mongodb");
         assert!(t.health.readiness().is_ok(), "a short outage keeps the worker ready");
@@ -464,18 +445,21 @@ mod tests {
     }
 
     #[test]
-    fn routes_and_aliases() {
-        let t = Telemetry::new(Duration::from_secs(60));
-        assert_eq!(t.respond("/healthz").0, StatusCode::OK);
-        assert_eq!(t.respond("/-/healthz").0, StatusCode::OK);
-        assert_eq!(t.respond("/readyz").0, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(t.respond("/-/ready").0, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(t.respond("/nope").0, StatusCode::NOT_FOUND);
+    fn the_probes_say_why_not_ready_and_serve_the_metrics() {
+        let t = EngineMonitor::new(Duration::from_secs(60));
+        t.health.set_paused("crm.orders");
+        let (status, _, body) = probes::route(&*t, "/readyz");
+        assert_eq!(status, hyper::StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.starts_with("not ready: waiting for the consumer group to assign partitions; "),
+            "{body}"
+        );
+        assert!(body.contains("crm.orders"), "{body}");
         let mut counts = BatchCounts::default();
         counts.messages.insert(("t".into(), "customers".into(), "applied"), 7);
         counts.publish(&t.metrics);
-        let (status, _, body) = t.respond("/-/metrics");
-        assert_eq!(status, StatusCode::OK);
+        let (status, _, body) = probes::route(&*t, "/-/metrics");
+        assert_eq!(status, hyper::StatusCode::OK);
         assert!(
             body.contains(
                 r#"rtu_messages_total{topic="t",projection="customers",outcome="applied"} 7"#

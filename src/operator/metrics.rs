@@ -1,14 +1,12 @@
-//! The operator's metrics and health: the reconcile counters and duration histogram, the leader
-//! gauge, the readiness state (`/readyz`: started, and whether this replica leads or stands by),
-//! and what the shared HTTP server ([`crate::telemetry::serve_http`]) answers for `/healthz`,
-//! `/readyz` and `/metrics`.
+//! The operator's metrics and readiness: the reconcile counters and duration histogram, the
+//! leader gauge, and the readiness state (`/readyz`: started, and whether this replica leads
+//! or stands by) the probe server ([`crate::probes`]) answers.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper::StatusCode;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -17,7 +15,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use tracing::warn;
 
-use crate::telemetry::{OPENMETRICS, Reply, ServeError, TEXT_PLAIN, serve_http};
+use crate::probes::{self, Probes, ServeError};
 
 /// Labels of `rtu_operator_reconciles_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -39,28 +37,28 @@ pub struct ErrorLabels {
 
 /// Labels of `rtu_operator_reconcile_duration_seconds`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabel {
+pub struct ResourceKindLabel {
     /// The kind reconciled.
     pub kind: &'static str,
 }
 
 /// Metrics and health of one operator replica, shared by the controllers, the leader election
 /// and the HTTP server.
-pub struct Telemetry {
+pub struct OperatorMonitor {
     registry: Registry,
     reconciles: Family<ReconcileLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
-    durations: Family<KindLabel, Histogram>,
+    durations: Family<ResourceKindLabel, Histogram>,
     leader: Gauge,
     started: AtomicBool,
 }
 
-impl Telemetry {
+impl OperatorMonitor {
     /// Fresh metrics; not started, not leading.
     pub fn new() -> Arc<Self> {
         let reconciles = Family::<ReconcileLabels, Counter>::default();
         let errors = Family::<ErrorLabels, Counter>::default();
-        let durations = Family::<KindLabel, Histogram>::new_with_constructor(|| {
+        let durations = Family::<ResourceKindLabel, Histogram>::new_with_constructor(|| {
             Histogram::new(exponential_buckets(0.005, 2.0, 12))
         });
         let leader = Gauge::default();
@@ -81,7 +79,7 @@ impl Telemetry {
             durations.clone(),
         );
         registry.register("rtu_operator_leader", "1 while this replica leads", leader.clone());
-        Arc::new(Telemetry {
+        Arc::new(OperatorMonitor {
             registry,
             reconciles,
             errors,
@@ -104,7 +102,7 @@ impl Telemetry {
 
     fn reconciled(&self, kind: &'static str, result: &'static str, duration: Duration) {
         self.reconciles.get_or_create(&ReconcileLabels { kind, result }).inc();
-        self.durations.get_or_create(&KindLabel { kind }).observe(duration.as_secs_f64());
+        self.durations.get_or_create(&ResourceKindLabel { kind }).observe(duration.as_secs_f64());
     }
 
     /// The operator has started (its controllers run, as leader or standby): `/readyz` answers
@@ -132,62 +130,57 @@ impl Telemetry {
         out
     }
 
-    fn respond(&self, path: &str) -> Reply {
-        match path {
-            "/healthz" => (StatusCode::OK, TEXT_PLAIN, "ok\n".into()),
-            "/readyz" if !self.started.load(Ordering::Relaxed) => {
-                (StatusCode::SERVICE_UNAVAILABLE, TEXT_PLAIN, "not ready: starting\n".into())
-            }
-            "/readyz" => {
-                let role = if self.is_leader() { "leader" } else { "standby" };
-                (StatusCode::OK, TEXT_PLAIN, format!("ready: {role}\n"))
-            }
-            "/metrics" => (StatusCode::OK, OPENMETRICS, self.encode()),
-            _ => (
-                StatusCode::NOT_FOUND,
-                TEXT_PLAIN,
-                "not found; try /healthz, /readyz or /metrics\n".into(),
-            ),
+    /// Listens on `host:port` (port 0: any free port) and serves the probes until the process
+    /// ends; returns the bound address.
+    pub async fn serve(self: &Arc<Self>, host: &str, port: u16) -> Result<SocketAddr, ServeError> {
+        probes::serve(host, port, Arc::clone(self)).await
+    }
+}
+
+impl Probes for OperatorMonitor {
+    fn readiness(&self) -> Result<String, String> {
+        if !self.started.load(Ordering::Relaxed) {
+            return Err("starting".into());
         }
+        Ok(format!("ready: {}", if self.is_leader() { "leader" } else { "standby" }))
     }
 
-    /// Listens on `host:port` (port 0: any free port) and serves `/healthz`, `/readyz` and
-    /// `/metrics` until the process ends; returns the bound address.
-    pub async fn serve(self: &Arc<Self>, host: &str, port: u16) -> Result<SocketAddr, ServeError> {
-        let telemetry = Arc::clone(self);
-        serve_http(host, port, move |path| telemetry.respond(path)).await
+    fn metrics(&self) -> String {
+        self.encode()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::probes::{OPENMETRICS, TEXT_PLAIN};
+    use hyper::StatusCode;
 
     #[test]
     fn readiness_says_starting_then_leader_or_standby() {
-        let t = Telemetry::new();
-        assert_eq!(t.respond("/healthz").0, StatusCode::OK);
+        let t = OperatorMonitor::new();
+        assert_eq!(probes::route(&*t, "/healthz").0, StatusCode::OK);
         assert_eq!(
-            t.respond("/readyz"),
+            probes::route(&*t, "/readyz"),
             (StatusCode::SERVICE_UNAVAILABLE, TEXT_PLAIN, "not ready: starting\n".to_string())
         );
         t.set_started();
-        assert_eq!(t.respond("/readyz").2, "ready: standby\n");
+        assert_eq!(probes::route(&*t, "/readyz").2, "ready: standby\n");
         t.set_leader(true);
-        assert_eq!(t.respond("/readyz").2, "ready: leader\n");
+        assert_eq!(probes::route(&*t, "/readyz").2, "ready: leader\n");
         t.set_leader(false);
-        assert_eq!(t.respond("/readyz").2, "ready: standby\n");
-        assert_eq!(t.respond("/nope").0, StatusCode::NOT_FOUND);
+        assert_eq!(probes::route(&*t, "/readyz").2, "ready: standby\n");
+        assert_eq!(probes::route(&*t, "/nope").0, StatusCode::NOT_FOUND);
     }
 
     #[test]
     fn metrics_count_reconciles_by_kind_result_and_reason() {
-        let t = Telemetry::new();
+        let t = OperatorMonitor::new();
         t.set_leader(true);
         t.reconcile_succeeded("RealTimeUpdater", Duration::from_millis(20));
         t.reconcile_succeeded("RealTimeUpdater", Duration::from_millis(30));
         t.reconcile_failed("RealTimeUpdater", "Dereference", Duration::from_millis(10));
-        let (status, content_type, body) = t.respond("/metrics");
+        let (status, content_type, body) = probes::route(&*t, "/metrics");
         assert_eq!((status, content_type), (StatusCode::OK, OPENMETRICS));
         for line in [
             r#"rtu_operator_reconciles_total{kind="RealTimeUpdater",result="ok"} 2"#,
