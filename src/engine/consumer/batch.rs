@@ -388,7 +388,7 @@ impl Engine {
         &self,
         announcer: &Announcer,
         applied: &[Applied<'_>],
-    ) -> Option<Vec<announce::AnnounceFailure>> {
+    ) -> Option<Vec<FailedMessage>> {
         let retry = Retry {
             dependency: "outputs",
             kind: "outputs",

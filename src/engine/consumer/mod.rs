@@ -28,13 +28,14 @@ use crate::config::{
 use crate::engine::adapter::{
     Adapted, Adapter, Debezium, Iidr, KafkaRecord, Pairing, PrimaryKey, Skip,
 };
-use crate::engine::announce::{self, AnnounceError, Announcer, Applied};
+use crate::engine::announce::{AnnounceError, Announcer};
 use crate::engine::backoff::Backoff;
 use crate::engine::context::{EngineContext, Halts};
 use crate::engine::dead_letter::{self, DeadLetter, DeadLetterError};
 use crate::engine::functions;
 use crate::engine::kafka::consumer_config;
 use crate::engine::metrics::{BatchCounts, EngineMonitor, ReasonLabel, RetryLabel};
+use crate::engine::outputs::{Applied, FailedMessage};
 use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use crate::engine::script::{KafkaMessage, ScriptHost};
 use crate::engine::writer::{self, Images, WriteOutcome};

@@ -10,7 +10,9 @@ pub mod sv_trigger;
 
 use mongodb::bson::{Bson, DateTime, Document};
 
+use crate::engine::code::ErrorCode;
 use crate::engine::projection::Source;
+use crate::engine::writer::Images;
 
 pub use pr_update::{CONTEXT_HEADER, PR_UPDATE_V1_SCHEMA, PR_UPDATE_V2_SCHEMA};
 pub use projection_changes::{ChangeUpsert, PendingChange, ProjectionChangesError, Recorded};
@@ -19,7 +21,34 @@ pub use sv_trigger::{SV_TRIGGER_SCHEMA, TriggerRecord, sv_trigger};
 /// The Kafka header that names the schema of an event's value.
 pub const MESSAGE_SCHEMA_HEADER: &str = "messageSchema";
 
-/// One applied projection write, as the outputs see it.
+/// One applied write of a batch.
+pub struct Applied<'a> {
+    /// The batch index of its message.
+    pub message: usize,
+    /// The projection.
+    pub projection: &'a str,
+    /// The projection's primary-key targets, in order.
+    pub primary_keys: &'a [String],
+    /// The stored document before and after.
+    pub images: &'a Images,
+    /// Where its message came from.
+    pub source: &'a Source,
+    /// When its batch was polled, ms since the epoch.
+    pub polled_at_ms: i64,
+}
+
+/// A message whose outputs failed (a message error of docs/failures.md): a strategy threw or
+/// timed out for it, or one of its events could not be built.
+pub struct FailedMessage {
+    /// The batch index of the message.
+    pub message: usize,
+    /// `STRATEGY_FAILED`, `STRATEGY_TIMEOUT` or `OUTPUT_FAILED`.
+    pub code: ErrorCode,
+    /// Why.
+    pub reason: String,
+}
+
+/// One applied projection write, as the event builders see it.
 #[derive(Debug, Clone, Copy)]
 pub struct AppliedWrite<'a> {
     /// The projection's name.

@@ -6,9 +6,11 @@
 
 mod automatic;
 mod condition;
+mod run;
 mod schema;
 
 pub use automatic::{Start, StrategyError, SvIdentifier};
+pub use run::{RunError, Strategies, StrategySet};
 pub(crate) use schema::parse;
 pub use schema::{SchemaError, SchemaErrors, load};
 
