@@ -1,5 +1,5 @@
 //! The outputs of a batch's applied writes, in docs/outputs.md#coupling's order: the strategies
-//! ([`Strategies`], in `engine/strategy/run.rs`) → projection-change upserts → pr-update and
+//! ([`StrategyRunner`], in `engine/strategy/run.rs`) → projection-change upserts → pr-update and
 //! sv-trigger events, every one acknowledged (MongoDB write concern; Kafka `acks=all`,
 //! idempotent producer) before the batch's offsets may be stored. A failure of a dependency is
 //! transient (the consumer retries the announcement; a replay produces the same documents and
@@ -33,7 +33,7 @@ use crate::engine::outputs::{
 use crate::engine::projection::Source;
 use crate::engine::script::ScriptError;
 use crate::engine::strategy::{
-    self, RunError, SchemaErrors, Strategies, StrategySet, SvIdentifier,
+    self, RunError, SchemaErrors, StrategyRunner, StrategySet, SvIdentifier,
 };
 use crate::engine::writer::AppliedOp;
 
@@ -79,7 +79,7 @@ pub struct Announcer {
     collections: HashMap<String, String>,
     pc_collection: Option<String>,
     sv_topic: Option<String>,
-    strategies: Strategies,
+    strategies: StrategyRunner,
     /// Concurrent projection-change commands (`tuning.writesInFlight`).
     writes_in_flight: usize,
     monitor: Arc<EngineMonitor>,
@@ -129,7 +129,7 @@ impl Announcer {
         let database = config.mongodb.database.clone();
         Ok(Some(Announcer {
             source: config.system_of_record.clone(),
-            strategies: Strategies::new(strategies, db.clone(), database, Arc::clone(&monitor)),
+            strategies: StrategyRunner::new(strategies, db.clone(), database, Arc::clone(&monitor)),
             db,
             producer,
             pr_topics: o.projection_updates.iter().flat_map(|p| p.topics.clone()).collect(),

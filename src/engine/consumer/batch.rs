@@ -90,7 +90,7 @@ impl Prepared {
 
 /// A batch written to MongoDB (its groups' images filled in), waiting for its outputs and
 /// offsets.
-pub(super) struct Written(Prepared);
+pub(super) struct WrittenBatch(Prepared);
 
 /// Logs a format-defined skip: a truncate as a warning (projections keep their documents),
 /// what a change stream carries besides rows at debug level.
@@ -270,7 +270,7 @@ impl Engine {
 
     /// Writes a batch (retried until MongoDB acknowledges it) and sorts its outcomes; `None`
     /// when shutdown interrupted a retry.
-    pub(super) async fn write(&self, mut prepared: Prepared) -> Option<Written> {
+    pub(super) async fn write(&self, mut prepared: Prepared) -> Option<WrittenBatch> {
         let written = self.write_with_retry(&prepared.groups).await?;
         let mut outcomes = Vec::with_capacity(written.len());
         for (group, (group_outcomes, images)) in prepared.groups.iter_mut().zip(written) {
@@ -278,13 +278,13 @@ impl Engine {
             outcomes.push(group_outcomes);
         }
         self.collect_outcomes(&mut prepared, outcomes);
-        Some(Written(prepared))
+        Some(WrittenBatch(prepared))
     }
 
     /// Finishes a written batch: its outputs, the error policy for what failed, its offsets and
     /// metrics; false when shutdown interrupted a retry.
-    pub(super) async fn finish(&self, written: Written) -> bool {
-        let Written(mut prepared) = written;
+    pub(super) async fn finish(&self, written: WrittenBatch) -> bool {
+        let WrittenBatch(mut prepared) = written;
         self.halt_late(&mut prepared);
         if !self.announce(&mut prepared).await {
             return false;

@@ -46,7 +46,7 @@ mod ledger;
 mod policy;
 mod startup;
 
-use batch::{InFlight, MessageFailure, Prepared, Written};
+use batch::{InFlight, MessageFailure, Prepared, WrittenBatch};
 use ledger::{Fate, Ledger};
 use startup::ping_mongodb;
 
@@ -215,7 +215,7 @@ impl Engine {
     /// nothing follows it, so its offsets are stored while idle.
     async fn consume(&self) {
         let mut next = self.next_or_shutdown().await;
-        let mut pending: Option<Written> = None;
+        let mut pending: Option<WrittenBatch> = None;
         while let Some(batch) = next.take() {
             if self.halts.is_stopped() {
                 // Stop policy: nothing is processed or stored; keep polling to stay in the group.

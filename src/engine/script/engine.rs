@@ -95,7 +95,7 @@ impl Watchdog {
 }
 
 /// A runtime with every module loaded. Field order is drop order: the context goes first.
-pub(super) struct Engine {
+pub(super) struct JsContext {
     context: Context,
     _runtime: Runtime,
     watchdog: Arc<Watchdog>,
@@ -103,7 +103,7 @@ pub(super) struct Engine {
     limits: Limits,
 }
 
-impl Engine {
+impl JsContext {
     /// A fresh runtime with the prelude and every module of `sources` evaluated.
     pub(super) fn new(sources: &[Source], limits: Limits) -> Result<Self, ScriptError> {
         let engine_error = |e: rquickjs::Error| ScriptError::Engine(e.to_string());
@@ -115,7 +115,7 @@ impl Engine {
         let context = Context::full(&runtime).map_err(engine_error)?;
         runtime.set_memory_limit(limits.memory_bytes);
         let lookups = Arc::new(LookupSlot::default());
-        let engine = Engine { context, _runtime: runtime, watchdog, lookups, limits };
+        let engine = JsContext { context, _runtime: runtime, watchdog, lookups, limits };
         engine.install_prelude()?;
         for source in sources {
             engine.watchdog.arm(limits.time);

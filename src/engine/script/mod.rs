@@ -27,7 +27,7 @@ use serde_json::Value;
 
 use crate::engine::adapter::ChangeEvent;
 
-use engine::{Engine, Failure};
+use engine::{Failure, JsContext};
 
 /// What one call may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -245,7 +245,7 @@ struct Inner {
     limits: Limits,
     sources: Arc<[Source]>,
     /// Engines, built on first use; `None` after a call broke a limit, until rebuilt.
-    pool: Vec<Mutex<Option<Engine>>>,
+    pool: Vec<Mutex<Option<JsContext>>>,
     next: AtomicUsize,
 }
 
@@ -303,7 +303,7 @@ impl ScriptHost {
                 false => Err(ScriptError::Duplicate { kind, name }),
             })
             .collect::<Result<_, _>>()?;
-        let first = Engine::new(&sources, limits)?;
+        let first = JsContext::new(&sources, limits)?;
         let size = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
         let pool = std::iter::once(Some(first))
             .chain(std::iter::repeat_with(|| None).take(size - 1))
@@ -379,12 +379,12 @@ impl ScriptHost {
     fn run<T>(
         &self,
         callee: &Callee,
-        call: impl FnOnce(&mut Engine) -> Result<T, Failure>,
+        call: impl FnOnce(&mut JsContext) -> Result<T, Failure>,
     ) -> Result<T, CallError> {
         let mut slot = self.slot();
         let engine = match slot.as_mut() {
             Some(engine) => engine,
-            None => match Engine::new(&self.inner.sources, self.inner.limits) {
+            None => match JsContext::new(&self.inner.sources, self.inner.limits) {
                 Ok(engine) => slot.insert(engine),
                 Err(e) => {
                     return Err(CallError::Engine {
@@ -402,7 +402,7 @@ impl ScriptHost {
     }
 
     /// A free engine slot if there is one, else waits for the next one in turn.
-    fn slot(&self) -> MutexGuard<'_, Option<Engine>> {
+    fn slot(&self) -> MutexGuard<'_, Option<JsContext>> {
         let pool = &self.inner.pool;
         let start = self.inner.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..pool.len() {

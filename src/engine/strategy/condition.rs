@@ -9,7 +9,7 @@ use mongodb::bson::{Bson, Document, doc};
 
 /// A comparison operator of a condition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Op {
+pub(crate) enum CompareOp {
     Eq,
     Ne,
     Gt,
@@ -18,39 +18,39 @@ pub(crate) enum Op {
     Lte,
 }
 
-impl Op {
+impl CompareOp {
     /// The operator of a MongoDB query key (`$eq`, ...).
-    pub(crate) fn from_key(key: &str) -> Option<Op> {
+    pub(crate) fn from_key(key: &str) -> Option<CompareOp> {
         Some(match key {
-            "$eq" => Op::Eq,
-            "$ne" => Op::Ne,
-            "$gt" => Op::Gt,
-            "$gte" => Op::Gte,
-            "$lt" => Op::Lt,
-            "$lte" => Op::Lte,
+            "$eq" => CompareOp::Eq,
+            "$ne" => CompareOp::Ne,
+            "$gt" => CompareOp::Gt,
+            "$gte" => CompareOp::Gte,
+            "$lt" => CompareOp::Lt,
+            "$lte" => CompareOp::Lte,
             _ => return None,
         })
     }
 
     fn key(self) -> &'static str {
         match self {
-            Op::Eq => "$eq",
-            Op::Ne => "$ne",
-            Op::Gt => "$gt",
-            Op::Gte => "$gte",
-            Op::Lt => "$lt",
-            Op::Lte => "$lte",
+            CompareOp::Eq => "$eq",
+            CompareOp::Ne => "$ne",
+            CompareOp::Gt => "$gt",
+            CompareOp::Gte => "$gte",
+            CompareOp::Lt => "$lt",
+            CompareOp::Lte => "$lte",
         }
     }
 
     fn holds(self, ord: Ordering) -> bool {
         match self {
-            Op::Eq => ord == Ordering::Equal,
-            Op::Ne => ord != Ordering::Equal,
-            Op::Gt => ord == Ordering::Greater,
-            Op::Gte => ord != Ordering::Less,
-            Op::Lt => ord == Ordering::Less,
-            Op::Lte => ord != Ordering::Greater,
+            CompareOp::Eq => ord == Ordering::Equal,
+            CompareOp::Ne => ord != Ordering::Equal,
+            CompareOp::Gt => ord == Ordering::Greater,
+            CompareOp::Gte => ord != Ordering::Less,
+            CompareOp::Lt => ord == Ordering::Less,
+            CompareOp::Lte => ord != Ordering::Greater,
         }
     }
 }
@@ -82,7 +82,7 @@ pub(crate) enum Cond {
     /// At least one holds (`$or`).
     Or(Vec<Cond>),
     /// `target <op> operand`.
-    Cmp { target: String, op: Op, operand: Operand },
+    Cmp { target: String, op: CompareOp, operand: Operand },
     /// `target` is (`negate`: is not) one of the operands (`$in`, `$nin`).
     In { target: String, negate: bool, operands: Vec<Operand> },
 }
@@ -125,7 +125,9 @@ impl Cond {
     /// conditions are batched as one `$in`.
     pub(crate) fn as_field_equality(&self) -> Option<(&str, &str)> {
         match self {
-            Cond::Cmp { target, op: Op::Eq, operand: Operand::Field(f) } => Some((target, f)),
+            Cond::Cmp { target, op: CompareOp::Eq, operand: Operand::Field(f) } => {
+                Some((target, f))
+            }
             Cond::And(v) if v.len() == 1 => v[0].as_field_equality(),
             _ => None,
         }
@@ -196,7 +198,7 @@ impl Cond {
                 else {
                     return false;
                 };
-                let any = values.iter().any(|v| field_matches(candidate, target, Op::Eq, v));
+                let any = values.iter().any(|v| field_matches(candidate, target, CompareOp::Eq, v));
                 any != *negate
             }
         }
@@ -206,12 +208,12 @@ impl Cond {
 /// `candidate.target <op> value` with MongoDB's reading: an array field matches when one of its
 /// elements (or the whole array) does; `$ne` matches an absent field and means "no element
 /// equals".
-fn field_matches(candidate: &Document, target: &str, op: Op, value: &Bson) -> bool {
+fn field_matches(candidate: &Document, target: &str, op: CompareOp, value: &Bson) -> bool {
     let Some(field) = get_path(candidate, target) else {
-        return op == Op::Ne;
+        return op == CompareOp::Ne;
     };
-    if op == Op::Ne {
-        return !field_matches(candidate, target, Op::Eq, value);
+    if op == CompareOp::Ne {
+        return !field_matches(candidate, target, CompareOp::Eq, value);
     }
     let one = |v: &Bson| compare(v, value).is_some_and(|ord| op.holds(ord));
     match field {
@@ -314,9 +316,9 @@ mod tests {
     #[test]
     fn query_per_source_and_absent_fields_match_nothing() {
         let cond = Cond::Or(vec![
-            Cond::Cmp { target: "ID".into(), op: Op::Eq, operand: field("id") },
+            Cond::Cmp { target: "ID".into(), op: CompareOp::Eq, operand: field("id") },
             Cond::And(vec![
-                Cond::Cmp { target: "kind".into(), op: Op::Gte, operand: field("min") },
+                Cond::Cmp { target: "kind".into(), op: CompareOp::Gte, operand: field("min") },
                 Cond::In {
                     target: "tag".into(),
                     negate: false,
@@ -337,18 +339,18 @@ mod tests {
 
     #[test]
     fn in_memory_match_follows_mongodb_equality_and_comparisons() {
-        let eq = Cond::Cmp { target: "a.b".into(), op: Op::Eq, operand: field("x") };
+        let eq = Cond::Cmp { target: "a.b".into(), op: CompareOp::Eq, operand: field("x") };
         let src = doc! {"x": 5_i64};
         assert!(eq.matches(&src, &doc! {"a": {"b": 5}}));
         assert!(eq.matches(&src, &doc! {"a": {"b": 5.0}}));
         assert!(!eq.matches(&src, &doc! {"a": {"b": "5"}}));
         assert!(!eq.matches(&doc! {}, &doc! {"a": {"b": 5}}));
-        let tags = Cond::Cmp { target: "t".into(), op: Op::Eq, operand: field("x") };
+        let tags = Cond::Cmp { target: "t".into(), op: CompareOp::Eq, operand: field("x") };
         assert!(tags.matches(&src, &doc! {"t": [1, 5]}));
-        let ne = Cond::Cmp { target: "t".into(), op: Op::Ne, operand: field("x") };
+        let ne = Cond::Cmp { target: "t".into(), op: CompareOp::Ne, operand: field("x") };
         assert!(ne.matches(&src, &doc! {}));
         assert!(!ne.matches(&src, &doc! {"t": [1, 5]}));
-        let lt = Cond::Cmp { target: "t".into(), op: Op::Lt, operand: field("x") };
+        let lt = Cond::Cmp { target: "t".into(), op: CompareOp::Lt, operand: field("x") };
         assert!(lt.matches(&src, &doc! {"t": 4.5}));
         assert!(!lt.matches(&src, &doc! {"t": "4"}));
         let nin = Cond::In { target: "t".into(), negate: true, operands: vec![field("x")] };

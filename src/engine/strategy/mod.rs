@@ -10,7 +10,7 @@ mod run;
 mod schema;
 
 pub use automatic::{Start, StrategyError, SvIdentifier};
-pub use run::{RunError, Strategies, StrategySet};
+pub use run::{RunError, StrategyRunner, StrategySet};
 pub(crate) use schema::parse;
 pub use schema::{SchemaError, SchemaErrors, load};
 

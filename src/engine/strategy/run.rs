@@ -61,7 +61,7 @@ fn looks_slow(answered: usize, done: usize, total: usize) -> bool {
 
 /// The strategies of one engine: the automatic one and the JavaScript ones per projection,
 /// with the timeouts they have run into.
-pub struct Strategies {
+pub struct StrategyRunner {
     automatic: Option<AutomaticStrategy>,
     /// Projection -> (single view, function name).
     custom: HashMap<String, Vec<(String, String)>>,
@@ -77,7 +77,7 @@ pub struct Strategies {
     monitor: Arc<EngineMonitor>,
 }
 
-/// What [`Strategies::new`] is given: the loaded strategies and where they run.
+/// What [`StrategyRunner::new`] is given: the loaded strategies and where they run.
 pub struct StrategySet {
     /// The automatic strategy, loaded and checked.
     pub automatic: Option<AutomaticStrategy>,
@@ -89,7 +89,7 @@ pub struct StrategySet {
     pub max_exec: Duration,
 }
 
-impl Strategies {
+impl StrategyRunner {
     /// Runs `set` against `db` (its name: `database`), timing every run into `monitor`.
     pub fn new(
         set: StrategySet,
@@ -98,7 +98,7 @@ impl Strategies {
         monitor: Arc<EngineMonitor>,
     ) -> Self {
         let StrategySet { automatic, custom, scripts, max_exec } = set;
-        Strategies {
+        StrategyRunner {
             automatic,
             custom,
             scripts,

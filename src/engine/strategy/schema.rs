@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::condition::{Cond, LITERALS, Op, Operand, parse_literal};
+use super::condition::{CompareOp, Cond, LITERALS, Operand, parse_literal};
 use super::{AutomaticStrategy, NamedCondition, ProjectionInfo, Route, Step};
 
 /// The only schema version there is.
@@ -341,7 +341,7 @@ impl Errors<'_> {
         }
         let Value::Object(ops) = value else {
             let operand = self.operand(pointer, value, sides.0)?;
-            return Some(Cond::Cmp { target: key.to_string(), op: Op::Eq, operand });
+            return Some(Cond::Cmp { target: key.to_string(), op: CompareOp::Eq, operand });
         };
         if ops.is_empty() {
             self.push(pointer, "empty operator object; valid: {\"$eq\": ...} and the like");
@@ -364,7 +364,7 @@ impl Errors<'_> {
         source: Fields,
     ) -> Option<Cond> {
         let target = target.to_string();
-        match (Op::from_key(op), value) {
+        match (CompareOp::from_key(op), value) {
             (Some(op), _) => {
                 let operand = self.operand(pointer, value, source)?;
                 Some(Cond::Cmp { target, op, operand })
