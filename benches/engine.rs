@@ -151,9 +151,11 @@ async fn ceiling(db: &Database, projection: &Projection, stmts: &[Statement]) ->
     ensure_primary_key_index(db, projection).await.unwrap();
     let start = Instant::now();
     let chunks: Vec<_> = stmts.chunks(2000).collect();
+    // The engine's default write concern, as its writes carry it.
+    let concern = rtu_operator::config::WriteConcern::default().command_document();
     // As many in flight as the engine allows by default (writesInFlight 4).
-    let mut runs =
-        futures::stream::iter(chunks.into_iter().map(|c| execute(db, projection, c))).buffered(4);
+    let runs = chunks.into_iter().map(|c| execute(db, projection, c, &concern));
+    let mut runs = futures::stream::iter(runs).buffered(4);
     while let Some(r) = runs.next().await {
         r.unwrap();
     }

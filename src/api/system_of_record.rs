@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::{Condition, ConfigMapKeyRef, ConfigMapRef, SecretKeyRef};
-use crate::config::{AdapterConfig, OffsetReset, ProjectionConfig, WritesConfig};
+use crate::config::{AdapterConfig, OffsetReset, ProjectionConfig, WriteConcern, WritesConfig};
 
 /// A System of Record: a source database whose change events arrive on Kafka and are kept as
 /// MongoDB projections by the RealTimeUpdaters that reference it.
@@ -147,6 +147,10 @@ pub struct MongoConnection {
     /// The database of the projections and projection changes.
     #[schemars(length(min = 1, max = 63))]
     pub database: String,
+    /// How the workers' writes are acknowledged (default `w: majority`, `wtimeoutMs: 10000`):
+    /// an offset is committed only after its write is acknowledged this way.
+    #[serde(default, skip_serializing_if = "WriteConcern::is_default")]
+    pub write_concern: WriteConcern,
 }
 
 /// What the operator knows of a SystemOfRecord.

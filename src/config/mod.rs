@@ -379,6 +379,72 @@ pub struct MongoConfig {
     pub uri: SecretSource,
     /// The database of the projections.
     pub database: String,
+    /// How every write the engine makes (projections, projection changes) is acknowledged.
+    #[serde(default, skip_serializing_if = "WriteConcern::is_default")]
+    pub write_concern: WriteConcern,
+}
+
+/// The write concern of the engine's MongoDB writes (docs/failures.md#write-concern). A write
+/// is done, and its offset may be stored, only once MongoDB acknowledges it this way; a reply
+/// that says the concern was not met (`writeConcernError`) is retried and stores nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WriteConcern {
+    /// Who must acknowledge each write: `majority` (default: a write the replica set cannot
+    /// roll back), a number of members as a string (`"1"`, `"2"`, ...), or the name of a custom
+    /// write concern of the replica set's settings. `"0"` (unacknowledged) is refused.
+    #[serde(default = "WriteConcern::default_w")]
+    #[schemars(length(min = 1, max = 64))]
+    pub w: String,
+    /// How long MongoDB may wait for those acknowledgements before it answers with a
+    /// `writeConcernError` (the batch is then retried), in milliseconds; default 10000, at
+    /// least 1 (no wait without bound).
+    #[serde(default = "WriteConcern::default_wtimeout_ms")]
+    #[schemars(range(min = 1))]
+    pub wtimeout_ms: u32,
+    /// Whether each write must also be in the on-disk journal of the members that acknowledge
+    /// it (`j`); absent: MongoDB's default for the replica set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub journal: Option<bool>,
+}
+
+impl WriteConcern {
+    fn default_w() -> String {
+        "majority".into()
+    }
+
+    fn default_wtimeout_ms() -> u32 {
+        10_000
+    }
+
+    /// Whether this is the default (`majority`, 10 s, MongoDB's journal default).
+    pub fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
+
+    /// The `writeConcern` document of a write command: `w` as a number when it is one, else
+    /// as a string (`majority`, a custom name).
+    pub fn command_document(&self) -> mongodb::bson::Document {
+        let w = match self.w.parse::<i32>() {
+            Ok(n) => mongodb::bson::Bson::Int32(n),
+            Err(_) => mongodb::bson::Bson::String(self.w.clone()),
+        };
+        let mut concern = mongodb::bson::doc! { "w": w, "wtimeout": i64::from(self.wtimeout_ms) };
+        if let Some(j) = self.journal {
+            concern.insert("j", j);
+        }
+        concern
+    }
+}
+
+impl Default for WriteConcern {
+    fn default() -> Self {
+        WriteConcern {
+            w: Self::default_w(),
+            wtimeout_ms: Self::default_wtimeout_ms(),
+            journal: None,
+        }
+    }
 }
 
 /// The message format, shared by the projections unless one overrides it.

@@ -5,7 +5,8 @@ use std::collections::BTreeMap;
 
 use super::{
     AdapterConfig, AdapterKind, DeleteMechanism, EngineConfig, ErrorPolicy, FieldConfig, Functions,
-    KafkaProtocol, KafkaSecurity, ProjectionConfig, SecretSource, Tuning, function_name,
+    KafkaProtocol, KafkaSecurity, ProjectionConfig, SecretSource, Tuning, WriteConcern,
+    function_name,
 };
 use crate::engine::cast::Cast;
 
@@ -70,6 +71,33 @@ impl Errors {
     }
 }
 
+/// `w` is `majority`, a member count of at least 1, or a custom name; the wait is bounded.
+fn write_concern(errors: &mut Errors, path: &str, concern: &WriteConcern) {
+    let w = concern.w.trim();
+    match w.parse::<i64>() {
+        Ok(0) => errors.add(
+            format!("{path}.w"),
+            "0 asks for no acknowledgement, so a lost write could have its offset committed; use majority or a member count",
+        ),
+        Ok(n) if !(1..=50).contains(&n) => errors.add(
+            format!("{path}.w"),
+            format!("{n} is not a member count (1 to 50), majority or a custom write concern name"),
+        ),
+        Ok(_) => {}
+        Err(_) if w.is_empty() || w != concern.w || w.contains(char::is_whitespace) => errors.add(
+            format!("{path}.w"),
+            format!("{:?} is not majority, a member count or a custom write concern name", concern.w),
+        ),
+        Err(_) => {}
+    }
+    if concern.wtimeout_ms == 0 {
+        errors.add(
+            format!("{path}.wtimeoutMs"),
+            "0 would wait without bound for the acknowledgements; give a limit in milliseconds (default 10000)",
+        );
+    }
+}
+
 impl EngineConfig {
     /// Every broken rule, in document order; empty when the config is usable.
     pub fn validate(&self) -> Vec<ConfigError> {
@@ -82,6 +110,7 @@ impl EngineConfig {
         if let Err(why) = database_name(&self.mongodb.database) {
             errors.add("mongodb.database", why);
         }
+        write_concern(&mut errors, "mongodb.writeConcern", &self.mongodb.write_concern);
         adapter(&mut errors, "adapter", &self.adapter);
         self.validate_projections(&mut errors);
         if let ErrorPolicy::DeadLetter { topic } = &self.error_policy {
@@ -747,6 +776,52 @@ functions:
         for (from, to, path) in cases {
             assert_eq!(paths(&edited(from, to)), vec![path.to_string()], "{from} -> {to}");
         }
+    }
+
+    /// docs/failures.md#write-concern: majority by default, a member count, a custom name; never
+    /// unacknowledged, never an unbounded wait; the command document MongoDB reads.
+    #[test]
+    fn the_write_concern_is_acknowledged_and_bounded() {
+        use mongodb::bson::doc;
+        let c = parse(GOOD);
+        assert_eq!(
+            c.mongodb.write_concern.command_document(),
+            doc! { "w": "majority", "wtimeout": 10_000_i64 }
+        );
+        let concern = |flow: &str| {
+            edited("database: crm_db", &format!("database: crm_db\n  writeConcern: {flow}"))
+        };
+        let two = concern(r#"{ w: "2", wtimeoutMs: 500, journal: true }"#);
+        assert_eq!(two.validate(), vec![]);
+        assert_eq!(
+            two.mongodb.write_concern.command_document(),
+            doc! { "w": 2, "wtimeout": 500_i64, "j": true }
+        );
+        let named = concern("{ w: twoDataCenters }");
+        assert_eq!(named.validate(), vec![]);
+        assert_eq!(
+            named.mongodb.write_concern.command_document(),
+            doc! { "w": "twoDataCenters", "wtimeout": 10_000_i64 }
+        );
+        for (flow, path, says) in [
+            (r#"{ w: "0" }"#, "mongodb.writeConcern.w", "no acknowledgement"),
+            (r#"{ w: "-1" }"#, "mongodb.writeConcern.w", "not a member count"),
+            (r#"{ w: "51" }"#, "mongodb.writeConcern.w", "not a member count"),
+            (r#"{ w: " majority" }"#, "mongodb.writeConcern.w", "is not majority"),
+            (r#"{ w: "" }"#, "mongodb.writeConcern.w", "is not majority"),
+            ("{ wtimeoutMs: 0 }", "mongodb.writeConcern.wtimeoutMs", "without bound"),
+        ] {
+            let errors = concern(flow).validate();
+            assert_eq!(errors.len(), 1, "{flow}: {errors:?}");
+            assert_eq!(errors[0].path, path, "{flow}");
+            assert!(errors[0].message.contains(says), "{flow}: {}", errors[0].message);
+        }
+        let err = yaml::from_str::<EngineConfig>(&GOOD.replace(
+            "database: crm_db",
+            "database: crm_db\n  writeConcern: { w: majority, wtimeout: 5 }",
+        ))
+        .unwrap_err();
+        assert!(err.to_string().contains("wtimeout"), "{err}");
     }
 
     #[test]

@@ -82,6 +82,8 @@ pub struct Announcer {
     strategies: StrategyRunner,
     /// Concurrent projection-change commands (`tuning.writesInFlight`).
     writes_in_flight: usize,
+    /// The `writeConcern` of the projection-change commands (`mongodb.writeConcern`).
+    write_concern: mongodb::bson::Document,
     monitor: Arc<EngineMonitor>,
 }
 
@@ -142,6 +144,7 @@ impl Announcer {
             pc_collection: o.projection_changes.as_ref().map(|p| p.collection.clone()),
             sv_topic: o.single_view_trigger.as_ref().map(|s| s.topic.clone()),
             writes_in_flight: config.tuning.writes_in_flight as usize,
+            write_concern: config.mongodb.write_concern.command_document(),
             monitor,
         }))
     }
@@ -270,6 +273,7 @@ impl Announcer {
             &pending,
             DateTime::now(),
             self.writes_in_flight,
+            &self.write_concern,
         )
         .await
         .map_err(AnnounceError::ProjectionChanges)?;

@@ -37,12 +37,13 @@ pub fn to_raw(doc: &Document) -> Result<RawDocumentBuf, EncodeError> {
     RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))
 }
 
-/// `{update: collection, updates: [{q, u, upsert: true}, ...], ordered: false}`.
+/// `{update: collection, updates: [{q, u, upsert: true}, ...], ordered: false, writeConcern}`.
 pub fn update_command<'a>(
     collection: &str,
     statements: impl Iterator<Item = (&'a Document, &'a RawDocumentBuf)>,
+    write_concern: &Document,
 ) -> Result<RawDocumentBuf, EncodeError> {
-    upserts(collection, statements, false, |update, out| {
+    upserts(collection, statements, false, write_concern, |update, out| {
         out.push(0x03);
         cstring("u", out)?;
         out.extend_from_slice(update.as_bytes());
@@ -50,11 +51,13 @@ pub fn update_command<'a>(
     })
 }
 
-/// `{update: collection, updates: [statement, ...], ordered: true}` of statements encoded
-/// beforehand (the projection-change upserts, whose update is a pipeline), applied in order.
+/// `{update: collection, updates: [statement, ...], ordered: true, writeConcern}` of
+/// statements encoded beforehand (the projection-change upserts, whose update is a pipeline),
+/// applied in order.
 pub fn ordered_update_command<'a>(
     collection: &str,
     statements: impl Iterator<Item = &'a RawDocument>,
+    write_concern: &Document,
 ) -> Result<RawDocumentBuf, EncodeError> {
     let mut out = Vec::with_capacity(4096);
     let command = open(&mut out);
@@ -70,6 +73,7 @@ pub fn ordered_update_command<'a>(
     }
     close(array, &mut out)?;
     out.extend_from_slice(&[0x08, b'o', b'r', b'd', b'e', b'r', b'e', b'd', 0, 1]);
+    write_concern_element(write_concern, &mut out)?;
     close(command, &mut out)?;
     RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))
 }
@@ -80,6 +84,7 @@ fn upserts<'a, U>(
     collection: &str,
     statements: impl Iterator<Item = (&'a Document, U)>,
     ordered: bool,
+    write_concern: &Document,
     mut u: impl FnMut(U, &mut Vec<u8>) -> Result<(), EncodeError>,
 ) -> Result<RawDocumentBuf, EncodeError> {
     let mut out = Vec::with_capacity(4096);
@@ -102,8 +107,19 @@ fn upserts<'a, U>(
     }
     close(array, &mut out)?;
     out.extend_from_slice(&[0x08, b'o', b'r', b'd', b'e', b'r', b'e', b'd', 0, u8::from(ordered)]);
+    write_concern_element(write_concern, &mut out)?;
     close(command, &mut out)?;
     RawDocumentBuf::from_bytes(out).map_err(|e| EncodeError::Malformed(Box::new(e)))
+}
+
+/// Appends the `writeConcern` element (none when `concern` is empty: the server's default).
+fn write_concern_element(concern: &Document, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    if concern.is_empty() {
+        return Ok(());
+    }
+    out.push(0x03);
+    cstring("writeConcern", out)?;
+    document(concern, out)
 }
 
 /// Appends `doc` as a BSON document.
@@ -256,9 +272,19 @@ mod tests {
         let filter = doc! { "customer_id": "C-1", "$or": [{ "n": { "$lte": 4_i64 } }] };
         let update = every_type();
         let u = to_raw(&update).unwrap();
-        let raw =
-            update_command("pr_customers", [(&filter, &u), (&filter, &u)].into_iter()).unwrap();
+        let concern = doc! { "w": "majority", "wtimeout": 10_000_i64 };
+        let statements = [(&filter, &u), (&filter, &u)];
+        let raw = update_command("pr_customers", statements.into_iter(), &concern).unwrap();
         let statement = doc! { "q": filter.clone(), "u": update.clone(), "upsert": true };
+        let expected = doc! {
+            "update": "pr_customers",
+            "updates": [statement.clone(), statement.clone()],
+            "ordered": false,
+            "writeConcern": concern,
+        };
+        assert_eq!(raw.as_bytes(), bson::to_vec(&expected).unwrap());
+        // No concern: the server's default, no element.
+        let raw = update_command("pr_customers", statements.into_iter(), &doc! {}).unwrap();
         let expected = doc! {
             "update": "pr_customers",
             "updates": [statement.clone(), statement],
@@ -274,10 +300,17 @@ mod tests {
         let statement = |u: &[Document]| doc! { "q": filter.clone(), "u": u, "upsert": true };
         let (first, second) = (statement(&pipeline), statement(&pipeline[..1]));
         let raw = [to_raw(&first).unwrap(), to_raw(&second).unwrap()];
-        let command = ordered_update_command("fd-pc-crm", raw.iter().map(|r| r.as_ref())).unwrap();
-        let expected = doc! { "update": "fd-pc-crm", "updates": [first, second], "ordered": true };
+        let concern = doc! { "w": 2, "wtimeout": 500_i64, "j": true };
+        let command =
+            ordered_update_command("fd-pc-crm", raw.iter().map(|r| r.as_ref()), &concern).unwrap();
+        let expected = doc! {
+            "update": "fd-pc-crm",
+            "updates": [first, second],
+            "ordered": true,
+            "writeConcern": concern.clone(),
+        };
         assert_eq!(command.as_bytes(), bson::to_vec(&expected).unwrap());
-        let empty = ordered_update_command("c", std::iter::empty()).unwrap();
+        let empty = ordered_update_command("c", std::iter::empty(), &doc! {}).unwrap();
         let expected = doc! { "update": "c", "updates": [], "ordered": true };
         assert_eq!(empty.as_bytes(), bson::to_vec(&expected).unwrap());
     }

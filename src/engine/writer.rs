@@ -169,13 +169,16 @@ const NAMESPACE_NOT_FOUND: i32 = 26;
 /// Runs `statements` on the projection's collection, in order, and returns one outcome each.
 /// Consecutive statements of one kind go out as one command. When some are checked, the
 /// stored documents of their keys are read first (one `find`) and the failing ones are not
-/// sent; without checked statements nothing is read.
+/// sent; without checked statements nothing is read. Every command carries `write_concern`
+/// (`mongodb.writeConcern`, [`crate::config::WriteConcern::command_document`]).
 pub async fn execute(
     db: &Database,
     projection: &Projection,
     statements: &[Statement],
+    write_concern: &Document,
 ) -> Result<Vec<WriteOutcome>, WriterError> {
-    Ok(execute_sent(db, projection, statements).await?.into_iter().map(|s| s.outcome).collect())
+    let sent = execute_sent(db, projection, statements, write_concern).await?;
+    Ok(sent.into_iter().map(|s| s.outcome).collect())
 }
 
 /// [`execute`], plus the before and after images of every applied statement (for the
@@ -185,9 +188,10 @@ pub async fn execute_with_images(
     db: &Database,
     projection: &Projection,
     statements: &[Statement],
+    write_concern: &Document,
 ) -> Result<(Vec<WriteOutcome>, Vec<Option<Images>>), WriterError> {
     let stored = images::read_before(db, projection, statements).await?;
-    let sent = execute_sent(db, projection, statements).await?;
+    let sent = execute_sent(db, projection, statements, write_concern).await?;
     let images = images::replay(projection, statements, &sent, stored)?;
     Ok((sent.into_iter().map(|s| s.outcome).collect(), images))
 }
@@ -208,9 +212,10 @@ async fn execute_sent(
     db: &Database,
     projection: &Projection,
     statements: &[Statement],
+    write_concern: &Document,
 ) -> Result<Vec<Sent>, WriterError> {
     if !statements.iter().any(|s| matches!(s, Statement::Checked(_))) {
-        return send(db, projection, statements).await;
+        return send(db, projection, statements, write_concern).await;
     }
     let required = projection.required_targets();
     let mut stored = read_stored(db, projection, &required, statements).await?;
@@ -221,7 +226,7 @@ async fn execute_sent(
         .filter(|(_, v)| **v == Verdict::Send)
         .map(|(s, _)| s.plain())
         .collect();
-    let mut sent = send(db, projection, &to_send).await?.into_iter();
+    let mut sent = send(db, projection, &to_send, write_concern).await?.into_iter();
     let mut outcomes = Vec::with_capacity(statements.len());
     for verdict in verdicts {
         outcomes.push(match verdict {
@@ -296,6 +301,7 @@ async fn send<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
     statements: &[S],
+    write_concern: &Document,
 ) -> Result<Vec<Sent>, WriterError> {
     let mut outcomes = Vec::with_capacity(statements.len());
     let mut start = 0;
@@ -307,9 +313,9 @@ async fn send<S: Borrow<Statement>>(
             .count();
         let run = &statements[start..start + len];
         if is_upsert {
-            outcomes.extend(run_updates(db, projection, run).await?);
+            outcomes.extend(run_updates(db, projection, run, write_concern).await?);
         } else {
-            outcomes.extend(run_deletes(db, projection, run).await?);
+            outcomes.extend(run_deletes(db, projection, run, write_concern).await?);
         }
         start += len;
     }
@@ -320,8 +326,9 @@ async fn run_updates<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
     run: &[S],
+    write_concern: &Document,
 ) -> Result<Vec<Sent>, WriterError> {
-    let command = update_command(&projection.collection, run)?;
+    let command = update_command(&projection.collection, run, write_concern)?;
     let reply = db.run_raw_command(command).await.map_err(|source| WriterError::Command {
         command: "update",
         collection: projection.collection.clone(),
@@ -364,16 +371,20 @@ async fn run_deletes<S: Borrow<Statement>>(
     db: &Database,
     projection: &Projection,
     run: &[S],
+    write_concern: &Document,
 ) -> Result<Vec<Sent>, WriterError> {
     let mut outcomes = Vec::with_capacity(run.len());
     // One command per delete: the reply only counts deletions, and each outcome matters.
     for statement in run {
         let Statement::Delete { filter } = statement.borrow() else { continue };
-        let command = doc! {
+        let mut command = doc! {
             "delete": &projection.collection,
             "deletes": [{ "q": filter, "limit": 1 }],
             "ordered": true,
         };
+        if !write_concern.is_empty() {
+            command.insert("writeConcern", write_concern.clone());
+        }
         let reply = db.run_command(command).await.map_err(|source| WriterError::Command {
             command: "delete",
             collection: projection.collection.clone(),
@@ -410,12 +421,13 @@ fn refusal_code(code: i32) -> ErrorCode {
 fn update_command<S: Borrow<Statement>>(
     collection: &str,
     run: &[S],
+    write_concern: &Document,
 ) -> Result<RawDocumentBuf, WriterError> {
     let upserts = run.iter().filter_map(|s| match s.borrow() {
         Statement::Upsert { filter, update } => Some((filter, update)),
         _ => None,
     });
-    encode::update_command(collection, upserts)
+    encode::update_command(collection, upserts, write_concern)
         .map_err(|source| WriterError::Encode { collection: collection.to_string(), source })
 }
 

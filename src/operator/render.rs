@@ -40,7 +40,11 @@ impl Render<'_> {
             system_of_record: sor.name_any(),
             name: Some(rtu.name_any()),
             kafka: self.kafka(),
-            mongodb: MongoConfig { uri, database: sor.spec.mongodb.database.clone() },
+            mongodb: MongoConfig {
+                uri,
+                database: sor.spec.mongodb.database.clone(),
+                write_concern: sor.spec.mongodb.write_concern.clone(),
+            },
             adapter: sor.spec.adapter.clone(),
             projections: owned.to_vec(),
             writes: sor.spec.writes.clone(),

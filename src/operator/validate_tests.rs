@@ -985,3 +985,24 @@ fn a_stopped_updater_keeps_its_projections() {
     let owned = ownership(&me, &sor, &[refused, me.clone()]).unwrap();
     assert_eq!(owned.iter().map(|p| p.name.as_str()).collect::<Vec<_>>(), ["pr_orders"]);
 }
+
+/// `spec.mongodb.writeConcern` of the SystemOfRecord reaches every worker's engine config; an
+/// unacknowledged one is refused at its SystemOfRecord path.
+#[test]
+fn the_write_concern_is_rendered_and_an_unacknowledged_one_refused() {
+    let default = validated();
+    assert_eq!(default.engine.mongodb.write_concern, crate::config::WriteConcern::default());
+    let patch =
+        json!({ "spec": { "mongodb": { "writeConcern": { "w": "2", "wtimeoutMs": 2500 } } } });
+    let v = validated_of(&rtu(), &dereferenced(sor_with(patch)));
+    let concern = &v.engine.mongodb.write_concern;
+    assert_eq!((concern.w.as_str(), concern.wtimeout_ms, concern.journal), ("2", 2500, None));
+    assert!(v.files[CONFIG_FILE].contains("writeConcern"), "{}", v.files[CONFIG_FILE]);
+    let patch = json!({ "spec": { "mongodb": { "writeConcern": { "w": "0" } } } });
+    let errors = refused(&rtu(), &dereferenced(sor_with(patch)));
+    let found: Vec<(&str, bool)> = errors
+        .iter()
+        .map(|e| (e.path.as_str(), e.message.contains("no acknowledgement")))
+        .collect();
+    assert_eq!(found, [("SystemOfRecord crm: spec.mongodb.writeConcern.w", true)], "{errors:?}");
+}

@@ -3,7 +3,8 @@
 //! docs/vectors.md #38, MongoDB: nothing is committed during the outage, `/readyz` turns false after
 //! `unhealthyAfterMs`, the process stays up, nothing is dead-lettered; after SIGCONT every
 //! event is written, everything is committed and the worker is ready again. Kafka: not ready
-//! while no broker answers, then consumption resumes by itself without loss.
+//! while no broker answers, then consumption resumes by itself without loss. Write concern:
+//! writes MongoDB did but did not acknowledge as asked are retried and commit nothing.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -181,6 +182,70 @@ async fn kafka_outage_turns_unready_and_consumption_resumes_without_loss() {
         async move { (engine.get("/readyz").await.0 == 200).then_some(()) }
     })
     .await;
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    setup.finish().await;
+}
+
+/// docs/failures.md#write-concern on the real test replica set (one member, `rs0`): with
+/// `w: "2"` every write reply carries a `writeConcernError` (MongoDB applied the write but
+/// cannot have a second member acknowledge it). The batch is retried, nothing is committed
+/// and `/readyz` names the MongoDB writes. The same events, run again with the default
+/// (`majority`), are written and committed, and that run retries nothing.
+#[tokio::test]
+async fn a_write_concern_the_replica_set_cannot_meet_is_retried_and_commits_nothing() {
+    let options = Options {
+        unhealthy_after_ms: 1000,
+        write_concern: Some(r#"{ w: "2", wtimeoutMs: 300 }"#.into()),
+        ..Options::default()
+    };
+    let setup = Setup::with("write-concern", options).await;
+    let events: Vec<_> = (0..10).map(|i| event(&format!("C-{i}"), 1, false)).collect();
+    produce(&setup.topic, &events).await;
+    let mut engine = setup.start("w2");
+    let retries = r#"rtu_transient_retries_total{kind="mongodb_write"}"#;
+    eventually("three retries of the unacknowledged batch", Duration::from_secs(60), || {
+        let engine = &engine;
+        async move {
+            let (_, text) = engine.get("/metrics").await;
+            metric(&text, retries).filter(|n| *n >= 3.0).map(|_| ())
+        }
+    })
+    .await;
+    let body = eventually("/readyz to name the MongoDB writes", Duration::from_secs(30), || {
+        let engine = &engine;
+        async move {
+            let (status, body) = engine.get("/readyz").await;
+            (status == 503 && body.contains("mongodb writes")).then_some(body)
+        }
+    })
+    .await;
+    println!("w: \"2\" on a one-member replica set: {body}");
+    let log = engine.log_text();
+    let line = log.lines().find(|l| l.contains("writeConcernError")).unwrap_or_else(|| {
+        panic!("no writeConcernError in the log:\n{log}");
+    });
+    println!("logged: {line}");
+    assert_eq!(setup.offsets(1)[0], (None, 10), "nothing committed while unacknowledged");
+    assert!(signal_and_wait(&mut engine, "TERM").success());
+    assert_eq!(setup.offsets(1)[0], (None, 10), "nothing committed at shutdown either");
+
+    // The default write concern: majority of one member.
+    let config = std::fs::read_to_string(&setup.config).unwrap();
+    let default = config.replace("  writeConcern: { w: \"2\", wtimeoutMs: 300 }\n", "");
+    assert_ne!(config, default, "the writeConcern line was not in:\n{config}");
+    std::fs::write(&setup.config, default).unwrap();
+    let mut engine = setup.start("majority");
+    eventually("every event written and committed", Duration::from_secs(60), || {
+        let setup = &setup;
+        async move {
+            let docs = setup.documents().await;
+            (docs.len() == 10 && setup.offsets(1)[0].0 == Some(10)).then_some(())
+        }
+    })
+    .await;
+    let (_, text) = engine.get("/metrics").await;
+    assert_eq!(metric(&text, retries), None, "the majority run retried:\n{text}");
+    println!("w: majority: 10 events written, offset 10 committed, no retry");
     assert!(signal_and_wait(&mut engine, "TERM").success());
     setup.finish().await;
 }

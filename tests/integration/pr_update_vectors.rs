@@ -65,10 +65,14 @@ impl Harness {
             key: parse_kafka_key(record.key),
         };
         let mapped = self.projection.map(&change, &source, DateTime::now()).unwrap();
-        let (_, images) =
-            writer::execute_with_images(&self.db, &self.projection, &mapped.statements)
-                .await
-                .unwrap();
+        let (_, images) = writer::execute_with_images(
+            &self.db,
+            &self.projection,
+            &mapped.statements,
+            &rtu_operator::config::WriteConcern::default().command_document(),
+        )
+        .await
+        .unwrap();
         let keys = vec!["customer_id".to_string()];
         let mut events = Vec::new();
         for images in images.into_iter().flatten() {

@@ -23,6 +23,11 @@ use rtu_operator::engine::projection::Source;
 use crate::support::env;
 use crate::support::mongodb::{admin_client, unique_database};
 
+/// The engine's default write concern, as its commands carry it.
+fn majority() -> mongodb::bson::Document {
+    rtu_operator::config::WriteConcern::default().command_document()
+}
+
 const COLLECTION: &str = "fd-pc-crm";
 /// 2023-11-14T22:13:20.000Z, the Kafka timestamp of every message here.
 const T0: i64 = 1_700_000_000_000;
@@ -78,7 +83,7 @@ fn new_element(kafka: &Source, now: i64) -> Bson {
 #[tokio::test]
 async fn projection_changes_first_change_has_the_spec_shape() {
     let (db, coll) = fresh_db("pc_shape").await;
-    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)], &majority()).await.unwrap();
 
     let mut got = stored(&coll, &c7()).await;
     assert!(got.get_object_id("_id").is_ok(), "{got}");
@@ -100,8 +105,8 @@ async fn projection_changes_first_change_has_the_spec_shape() {
 #[tokio::test]
 async fn projection_changes_burst_refreshes_the_pending_new_element() {
     let (db, coll) = fresh_db("pc_burst").await;
-    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
-    upsert_each(&db, COLLECTION, &[change(&c7(), &item(56), W2)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)], &majority()).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(56), W2)], &majority()).await.unwrap();
 
     let got = stored(&coll, &c7()).await;
     assert_eq!(got.get_array("changes").unwrap(), &vec![new_element(&item(56), W2)], "{got}");
@@ -113,7 +118,7 @@ async fn projection_changes_burst_refreshes_the_pending_new_element() {
 #[tokio::test]
 async fn projection_changes_change_while_in_progress_appends_a_new_element() {
     let (db, coll) = fresh_db("pc_in_progress").await;
-    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(55), W1)], &majority()).await.unwrap();
     // The single-view creator takes the element, as it does.
     let taken = coll
         .update_one(
@@ -124,7 +129,7 @@ async fn projection_changes_change_while_in_progress_appends_a_new_element() {
         .unwrap();
     assert_eq!(taken.modified_count, 1);
 
-    upsert_each(&db, COLLECTION, &[change(&c7(), &item(56), W2)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(56), W2)], &majority()).await.unwrap();
     let mut in_progress = new_element(&item(55), W1).as_document().unwrap().clone();
     in_progress.insert("state", "IN_PROGRESS");
     in_progress.insert("inProgressAt", DateTime::from_millis(W1));
@@ -133,7 +138,7 @@ async fn projection_changes_change_while_in_progress_appends_a_new_element() {
     assert_eq!(got.get_array("changes").unwrap(), &expected, "{got}");
 
     // A further change refreshes the new pending element, the taken one stays as it is.
-    upsert_each(&db, COLLECTION, &[change(&c7(), &item(57), W2 + 1)]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[change(&c7(), &item(57), W2 + 1)], &majority()).await.unwrap();
     let got = stored(&coll, &c7()).await;
     let expected = vec![Bson::Document(in_progress), new_element(&item(57), W2 + 1)];
     assert_eq!(got.get_array("changes").unwrap(), &expected, "{got}");
@@ -148,7 +153,7 @@ async fn projection_changes_dollar_strings_are_stored_literally() {
     kafka.topic = "$topic".into();
     kafka.key = Bson::Document(doc! { "order_id": "$order_id", "nested": { "x": "$$NOW" } });
     let upsert = change(&identifier, &kafka, W1);
-    upsert_each(&db, COLLECTION, &[upsert.clone(), upsert]).await.unwrap();
+    upsert_each(&db, COLLECTION, &[upsert.clone(), upsert], &majority()).await.unwrap();
 
     let got = stored(&coll, &identifier).await;
     assert_eq!(got.get_document("identifier").unwrap(), &identifier);
@@ -206,7 +211,7 @@ async fn projection_changes_batch_is_one_update_command() {
             identifiers.iter().map(move |id| change(id, &item(55 + round), W1 + round))
         })
         .collect();
-    upsert_each(&db, COLLECTION, &batch).await.unwrap();
+    upsert_each(&db, COLLECTION, &batch, &majority()).await.unwrap();
 
     assert_eq!(updates.load(Ordering::SeqCst), 1);
     let coll = db.collection::<Document>(COLLECTION);
@@ -226,7 +231,7 @@ async fn projection_changes_concurrent_creations_leave_one_document() {
             let db = db.clone();
             tokio::spawn(async move {
                 let upsert = change(&c7(), &item(55 + i), W1 + i);
-                upsert_each(&db, COLLECTION, &[upsert]).await
+                upsert_each(&db, COLLECTION, &[upsert], &majority()).await
             })
         })
         .collect();
@@ -250,7 +255,7 @@ async fn projection_changes_refused_statement_is_an_error_naming_it() {
         [doc! { "customerId": "C-1" }, doc! { "customerId": "BAD" }, doc! { "customerId": "C-3" }];
     let batch: Vec<ChangeUpsert> = ids.iter().map(|id| change(id, &item(55), W1)).collect();
 
-    let err = upsert_each(&db, COLLECTION, &batch).await.unwrap_err();
+    let err = upsert_each(&db, COLLECTION, &batch, &majority()).await.unwrap_err();
     assert!(
         matches!(&err, ProjectionChangesError::Statement { index: 1, code: 121, .. }),
         "{err:?}"
@@ -315,15 +320,21 @@ async fn projection_changes_batched_recording_ends_as_the_upserts_do() {
             .iter()
             .map(|(t, id)| change_update(t, id, kafka, DateTime::from_millis(now)).unwrap())
             .collect();
-        upsert_each(&db, COLLECTION, &upsert_list).await.unwrap();
+        upsert_each(&db, COLLECTION, &upsert_list, &majority()).await.unwrap();
         let pending: Vec<PendingChange<'_>> = ids[range]
             .iter()
             .map(|(t, id)| PendingChange { single_view_type: t, identifier: id, kafka })
             .collect();
-        let recorded =
-            projection_changes::record(&db_b, COLLECTION, &pending, DateTime::from_millis(now), 2)
-                .await
-                .unwrap();
+        let recorded = projection_changes::record(
+            &db_b,
+            COLLECTION,
+            &pending,
+            DateTime::from_millis(now),
+            2,
+            &majority(),
+        )
+        .await
+        .unwrap();
         outcomes.push(recorded);
         if b == 0 {
             for coll in [&upserts, &batched] {
@@ -370,10 +381,16 @@ async fn projection_changes_batched_recording_falls_back_when_its_look_up_misses
         identifier,
         kafka: &kafka,
     });
-    let recorded =
-        projection_changes::record(&db, COLLECTION, &pending, DateTime::from_millis(W1), 1)
-            .await
-            .unwrap();
+    let recorded = projection_changes::record(
+        &db,
+        COLLECTION,
+        &pending,
+        DateTime::from_millis(W1),
+        1,
+        &majority(),
+    )
+    .await
+    .unwrap();
     assert_eq!(recorded, Recorded { refreshed: 0, inserted: 1, fell_back: true });
     assert_eq!(coll.count_documents(doc! {}).await.unwrap(), 2);
     let got = stored(&coll, &ours).await;

@@ -44,6 +44,8 @@ struct Harness {
     db: Database,
     projection: Projection,
     adapter: Adapter,
+    /// The engine's default write concern, which every write carries.
+    concern: Document,
 }
 
 impl Harness {
@@ -54,7 +56,8 @@ impl Harness {
     async fn with(adapter: Adapter, projection: Projection) -> Self {
         let db = admin_client().await.database(&unique_database("writes"));
         ensure_primary_key_index(&db, &projection).await.unwrap();
-        Harness { db, projection, adapter }
+        let concern = rtu_operator::config::WriteConcern::default().command_document();
+        Harness { db, projection, adapter, concern }
     }
 
     fn collection(&self) -> Collection<Document> {
@@ -70,7 +73,8 @@ impl Harness {
         value: Option<&str>,
     ) -> (Mapped, Vec<WriteOutcome>) {
         let mapped = self.map(partition, offset, key, value);
-        let outcomes = execute(&self.db, &self.projection, &mapped.statements).await.unwrap();
+        let outcomes =
+            execute(&self.db, &self.projection, &mapped.statements, &self.concern).await.unwrap();
         (mapped, outcomes)
     }
 
@@ -81,7 +85,7 @@ impl Harness {
             .iter()
             .flat_map(|(offset, value)| self.map(0, *offset, None, Some(value)).statements)
             .collect();
-        execute(&self.db, &self.projection, &statements).await.unwrap()
+        execute(&self.db, &self.projection, &statements, &self.concern).await.unwrap()
     }
 
     /// Adapts and maps one record at `partition`/`offset`, timestamp `T0 + offset s`.

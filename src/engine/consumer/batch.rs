@@ -410,6 +410,7 @@ impl Engine {
         groups: &[WriteGroup],
     ) -> Option<Vec<GroupWritten>> {
         let metrics = &self.monitor.metrics;
+        let concern = &self.write_concern;
         let attempt = || {
             let writes = groups.iter().map(|group| {
                 let target = &self.targets[group.target];
@@ -422,8 +423,10 @@ impl Engine {
                     }
                     let started = Instant::now();
                     let outcomes = match images {
-                        true => writer::execute_with_images(&self.db, projection, stmts).await,
-                        false => writer::execute(&self.db, projection, stmts)
+                        true => {
+                            writer::execute_with_images(&self.db, projection, stmts, concern).await
+                        }
+                        false => writer::execute(&self.db, projection, stmts, concern)
                             .await
                             .map(|o| (o, Vec::new())),
                     };

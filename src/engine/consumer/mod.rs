@@ -138,6 +138,8 @@ pub struct Engine {
     dead_letter: Option<DeadLetter>,
     /// The outputs (docs/outputs.md), when configured.
     announcer: Option<Announcer>,
+    /// The `writeConcern` of every projection write (`mongodb.writeConcern`).
+    write_concern: mongodb::bson::Document,
     /// IIDR audit before images waiting for their after image.
     pairing: Mutex<Pairing>,
     /// Turns true once shutdown is asked for.

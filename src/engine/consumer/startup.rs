@@ -103,6 +103,7 @@ impl Engine {
             .map_err(|e| EngineError::Outputs(Box::new(e)))?;
         let (shutdown_tx, shutdown) = watch::channel(false);
         Ok(Engine {
+            write_concern: config.mongodb.write_concern.command_document(),
             config,
             db,
             consumer,

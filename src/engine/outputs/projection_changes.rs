@@ -244,17 +244,19 @@ pub async fn ensure_indexes(db: &Database, collection: &str) -> Result<(), Proje
 
 /// Sends `upserts` as one ordered `update` command. A duplicate key on `type_identifier` (two
 /// writers creating the same document at once) is retried once, from that statement on; any
-/// other refusal is an error naming the collection and the statement.
+/// other refusal is an error naming the collection and the statement. The command carries
+/// `write_concern`.
 pub async fn upsert_each(
     db: &Database,
     collection: &str,
     upserts: &[ChangeUpsert],
+    write_concern: &Document,
 ) -> Result<(), ProjectionChangesError> {
-    let Some(at) = send(db, collection, upserts).await? else {
+    let Some(at) = send(db, collection, upserts, write_concern).await? else {
         return Ok(());
     };
     let rest = upserts.get(at..).unwrap_or_default();
-    match send(db, collection, rest).await? {
+    match send(db, collection, rest, write_concern).await? {
         None => Ok(()),
         Some(again) => Err(duplicate_error(collection, at + again, upserts)),
     }
@@ -266,14 +268,15 @@ async fn send(
     db: &Database,
     collection: &str,
     upserts: &[ChangeUpsert],
+    write_concern: &Document,
 ) -> Result<Option<usize>, ProjectionChangesError> {
     if upserts.is_empty() {
         return Ok(None);
     }
     let statements = upserts.iter().map(ChangeUpsert::statement);
-    let command = encode::ordered_update_command(collection, statements).map_err(|source| {
-        ProjectionChangesError::Encode { collection: collection.to_string(), source }
-    })?;
+    let command = encode::ordered_update_command(collection, statements, write_concern).map_err(
+        |source| ProjectionChangesError::Encode { collection: collection.to_string(), source },
+    )?;
     let reply = db.run_raw_command(command).await.map_err(|source| {
         ProjectionChangesError::Update { collection: collection.to_string(), source }
     })?;
@@ -287,7 +290,7 @@ fn judge_reply(
     collection: &str,
     upserts: &[ChangeUpsert],
 ) -> Result<Option<usize>, ProjectionChangesError> {
-    write_concern(reply, collection)?;
+    check_write_concern(reply, collection)?;
     let Some(error) = reply::statement_errors(reply).next() else {
         return Ok(None);
     };
@@ -304,7 +307,7 @@ fn judge_reply(
 }
 
 /// The reply's `writeConcernError`, as an error.
-fn write_concern(reply: &Document, collection: &str) -> Result<(), ProjectionChangesError> {
+fn check_write_concern(reply: &Document, collection: &str) -> Result<(), ProjectionChangesError> {
     match reply::write_concern_error(reply) {
         Some(message) => Err(ProjectionChangesError::WriteConcern {
             collection: collection.to_string(),
@@ -379,13 +382,14 @@ const IDENTIFIERS_PER_STATEMENT: usize = 100;
 /// If the world moved in between (a document deleted before step 2: fewer matched than
 /// found; or created before step 3: a duplicate key), the whole batch is written again one
 /// upsert per change, which is idempotent for what steps 2 and 3 already wrote. `in_flight`
-/// commands run at once.
+/// commands run at once; every write command carries `write_concern`.
 pub async fn record(
     db: &Database,
     collection: &str,
     changes: &[PendingChange<'_>],
     now: DateTime,
     in_flight: usize,
+    write_concern: &Document,
 ) -> Result<Recorded, ProjectionChangesError> {
     let mut recorded = Recorded::default();
     if changes.is_empty() {
@@ -426,10 +430,10 @@ pub async fn record(
     let per_command = |n: usize| n.div_ceil(in_flight.max(1)).max(1);
     let updates = statements
         .chunks(per_command(statements.len()))
-        .map(|chunk| run_batch(db, collection, "update", "updates", chunk));
+        .map(|chunk| run_batch(db, collection, "update", "updates", chunk, write_concern));
     let insert_sends = inserts
         .chunks(per_command(inserts.len()))
-        .map(|chunk| run_batch(db, collection, "insert", "documents", chunk));
+        .map(|chunk| run_batch(db, collection, "insert", "documents", chunk, write_concern));
     let (updated, created) = futures::future::try_join(
         futures::future::try_join_all(updates),
         futures::future::try_join_all(insert_sends),
@@ -445,7 +449,7 @@ pub async fn record(
             .map(|c| change_update(c.single_view_type, c.identifier, c.kafka, now))
             .collect::<Result<Vec<_>, _>>()
             .map_err(encode_error)?;
-        upsert_each(db, collection, &upserts).await?;
+        upsert_each(db, collection, &upserts, write_concern).await?;
     }
     Ok(recorded)
 }
@@ -552,13 +556,17 @@ async fn run_batch(
     command: &str,
     field: &str,
     items: &[Document],
+    write_concern: &Document,
 ) -> Result<BatchReply, ProjectionChangesError> {
-    let run = doc! { command: collection, field: items.to_vec(), "ordered": false };
+    let mut run = doc! { command: collection, field: items.to_vec(), "ordered": false };
+    if !write_concern.is_empty() {
+        run.insert("writeConcern", write_concern.clone());
+    }
     let reply = db.run_command(run).await.map_err(|source| ProjectionChangesError::Update {
         collection: collection.to_string(),
         source,
     })?;
-    write_concern(&reply, collection)?;
+    check_write_concern(&reply, collection)?;
     let matched = match reply.get("n") {
         Some(Bson::Int32(n)) => u64::try_from(*n).unwrap_or(0),
         Some(Bson::Int64(n)) => u64::try_from(*n).unwrap_or(0),

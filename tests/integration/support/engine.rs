@@ -43,6 +43,8 @@ pub struct Options {
     pub adapter: String,
     /// The projections' `fields` list as YAML lines (default: customer_id, name, age).
     pub fields: Option<String>,
+    /// `mongodb.writeConcern` as YAML flow (default: none, the engine's `majority`).
+    pub write_concern: Option<String>,
 }
 
 impl Default for Options {
@@ -59,6 +61,7 @@ impl Default for Options {
             bootstrap: None,
             adapter: "{ type: debezium }".into(),
             fields: None,
+            write_concern: None,
         }
     }
 }
@@ -113,6 +116,10 @@ impl Setup {
         if !kafka_config.is_empty() {
             kafka_config.insert_str(0, "  config:\n");
         }
+        let write_concern = match &options.write_concern {
+            Some(flow) => format!("  writeConcern: {flow}\n"),
+            None => String::new(),
+        };
         let yaml = format!(
             r#"systemOfRecord: crm
 name: {name}
@@ -122,7 +129,7 @@ kafka:
 {kafka_config}mongodb:
   uri: {{ env: RTU_TEST_MONGODB_URI }}
   database: {database}
-adapter: {adapter}
+{write_concern}adapter: {adapter}
 projections:
   - name: pr_customers
     topics: [{topic}]
