@@ -56,7 +56,7 @@ pub enum ReconcileError {
     #[error(transparent)]
     Dereference(#[from] DereferenceError),
     /// The API server refused or did not answer an apply.
-    #[error("apply {what}: {source}")]
+    #[error("apply {what}: {}", brief(source))]
     Apply {
         /// The child.
         what: String,
@@ -85,6 +85,15 @@ impl ReconcileError {
             ReconcileError::DeleteOrphan { .. } => "DeleteOrphanFailed",
             ReconcileError::Status(_) => "StatusFailed",
         }
+    }
+}
+
+/// An API server error as a condition message can show it: the server's own message for a
+/// refusal (not the whole `Status` object), the error otherwise.
+fn brief(e: &kube::Error) -> String {
+    match e {
+        kube::Error::Api(status) => format!("{} ({})", status.message, status.reason),
+        other => other.to_string(),
     }
 }
 

@@ -25,8 +25,9 @@ pub const CONFIG_FILE: &str = "config.yaml";
 pub const SECRETS_DIR: &str = "/var/run/secrets/rtu";
 /// The port of the workers' `/healthz`, `/readyz` and `/metrics`.
 pub const METRICS_PORT: u16 = 9464;
-/// Longest RealTimeUpdater name: it becomes a label value (63 characters at most).
-const MAX_NAME: usize = 63;
+/// Longest RealTimeUpdater name: its metrics Service `<name>-metrics` must be a DNS label (63
+/// characters at most), and the name itself a label value.
+const MAX_NAME: usize = 63 - "-metrics".len();
 
 /// Why a RealTimeUpdater cannot be reconciled; the `Ready` condition's reason.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -136,7 +137,10 @@ pub fn validate(
     if name.len() > MAX_NAME {
         errors.push(invalid(
             "metadata.name",
-            format!("{} characters; at most {MAX_NAME} (it becomes a label value)", name.len()),
+            format!(
+                "{} characters; at most {MAX_NAME} (its metrics Service {name}-metrics must fit in 63)",
+                name.len()
+            ),
         ));
     }
     let Some(sor) = &refs.sor else {

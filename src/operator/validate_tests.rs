@@ -324,7 +324,7 @@ fn nothing(_: &mut Dereferenced) {}
 #[test]
 fn every_refusal_names_its_field_path_and_reason() {
     use Reason::{InvalidSpec, MissingReference, ProjectionConflict};
-    let long = "r".repeat(64);
+    let long = "r".repeat(56);
     let cases = [
         Refusal {
             name: "no SystemOfRecord",
@@ -338,11 +338,11 @@ fn every_refusal_names_its_field_path_and_reason() {
             )],
         },
         Refusal {
-            name: "name longer than a label value",
+            name: "name too long for the metrics Service",
             rtu: json!({ "metadata": { "name": long } }),
             sor: json!({}),
             refs: nothing,
-            errors: &[(InvalidSpec, "metadata.name", "64 characters; at most 63")],
+            errors: &[(InvalidSpec, "metadata.name", "56 characters; at most 55")],
         },
         Refusal {
             name: "no Secret",

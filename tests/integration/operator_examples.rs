@@ -4,7 +4,11 @@
 //! own), reconciled by the operator, its worker Deployment run as local processes against the
 //! real Kafka and MongoDB, the generator's change events produced (`examples/generate_events`,
 //! the same code), and once every event is committed the projections compared with the
-//! example's `expected-projections.json`, document by document and field by field.
+//! example's `expected-projections.json`, document by document and field by field. The
+//! operator runs as a process (`rtu operator`), so that at the end the secrets scan can read
+//! its log and probes: no credential of the run (the Kafka SCRAM password, the MongoDB URI and
+//! its password) is in a ConfigMap, an Event, a resource or its status, a child, a log line of
+//! the operator or a worker, or any `/metrics` output.
 
 use std::time::{Duration, Instant};
 
@@ -14,11 +18,14 @@ use kube::api::Api;
 use rtu_operator::api::RealTimeUpdater;
 use serde_json::Value;
 
-use crate::support::engine::offsets_on;
+use crate::support::engine::{http_get, offsets_on};
 use crate::support::events::{self, Format};
 use crate::support::examples::{Example, dir};
 use crate::support::kafka::{create_topic, plaintext_config};
-use crate::support::operator::{Operator, deployment_with_status_hash, run_pods, terminate};
+use crate::support::operator::{
+    OperatorProcess, Pods, deployment_with_status_hash, install_crds, run_pods, terminate,
+};
+use crate::support::secrets::Scan;
 use crate::support::{env, eventually, kube as k, mongodb as m, unique_name};
 
 const WAIT: Duration = Duration::from_secs(120);
@@ -78,7 +85,13 @@ async fn example_end_to_end(format: Format) {
     let mut example = Example::load(format);
     example.isolate(&prefix, &database);
     let name = example.name().to_string();
-    let operator = Operator::start(&client, &ns).await;
+    install_crds(&client).await;
+    let mut operator = OperatorProcess::start(&ns, &unique_name("rtu-leader"), "op");
+    eventually("the operator leads", WAIT, || {
+        let operator = &operator;
+        async move { (operator.role().as_deref() == Some("leader")).then_some(()) }
+    })
+    .await;
     example.apply(&client, &ns).await;
 
     let d = deployment_with_status_hash(&client, &ns, &name, WAIT).await;
@@ -135,8 +148,11 @@ async fn example_end_to_end(format: Format) {
         pods.0.len(),
         started.elapsed()
     );
+    scan_for_secrets(&client, &ns, &mut operator, &pods, format).await;
     terminate(pods);
-    operator.stop().await;
+    crate::support::engine::signal_pid(operator.child.id(), "TERM");
+    let status = operator.child.wait().unwrap();
+    assert!(status.success(), "operator exit {status}; log {}", operator.log.display());
     db.drop().await.unwrap();
     std::fs::remove_dir_all(&work).unwrap();
     k::delete_namespace(&client, &ns).await;
@@ -155,4 +171,71 @@ async fn operator_example_iidr_end_to_end() {
 #[tokio::test]
 async fn operator_example_golden_gate_end_to_end() {
     example_end_to_end(Format::GoldenGate).await;
+}
+
+/// The probe address a worker logged at start.
+fn probe_address(log: &str) -> Option<String> {
+    log.lines().find_map(|line| {
+        let entry: Value = serde_json::from_str(line).ok()?;
+        let fields = &entry["fields"];
+        (fields["message"].as_str()? == "telemetry listening (/healthz, /readyz, /metrics)")
+            .then(|| fields["addr"].as_str().map(str::to_string))?
+    })
+}
+
+/// No credential of the run in anything but its Secret. The scan is shown to work first: it
+/// finds every credential in the Secrets themselves.
+async fn scan_for_secrets(
+    client: &Client,
+    ns: &str,
+    operator: &mut OperatorProcess,
+    pods: &Pods,
+    format: Format,
+) {
+    let credentials = Scan::credentials(client, ns).await;
+    let mut control = Scan::default();
+    for secret in Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), ns)
+        .list(&Default::default())
+        .await
+        .unwrap()
+    {
+        for (key, value) in secret.data.unwrap_or_default() {
+            control.add(format!("Secret key {key}"), String::from_utf8(value.0).unwrap());
+        }
+    }
+    for c in &credentials {
+        assert!(!control.hits(&c.value).is_empty(), "the scan misses {} in its own Secret", c.what);
+    }
+    let mut scan = Scan::default();
+    scan.namespace(client, ns).await;
+    assert!(operator.alive(), "the operator exited; log {}", operator.log.display());
+    scan.add("operator log", operator.log_text());
+    scan.add("operator /metrics", http_get(&operator.addr, "/metrics").1);
+    scan.add("operator /readyz", http_get(&operator.addr, "/readyz").1);
+    for (i, pod) in pods.0.iter().enumerate() {
+        let log = std::fs::read_to_string(&pod.log).unwrap();
+        let addr = probe_address(&log)
+            .unwrap_or_else(|| panic!("no probe address in {}", pod.log.display()));
+        for path in ["/metrics", "/readyz", "/healthz"] {
+            scan.add(format!("worker {i} {path}"), http_get(&addr, path).1);
+        }
+        scan.add(format!("worker {i} log"), log);
+    }
+    let kafka = credentials.iter().any(|c| c.value == env().var("RTU_TEST_KAFKA_SASL_PASSWORD"));
+    let mongo = credentials.iter().any(|c| c.value == env().var("RTU_TEST_MONGODB_URI"));
+    assert!(mongo, "the MongoDB URI is not among the run's credentials");
+    let mut found = Vec::new();
+    for c in &credentials {
+        let hits = scan.hits(&c.value);
+        if !hits.is_empty() {
+            found.push(format!("{} in {hits:?}", c.what));
+        }
+    }
+    let (sources, bytes) = scan.size();
+    assert!(found.is_empty(), "credentials outside their Secret: {found:#?}");
+    println!(
+        "{}: secrets scan: {} credential(s) (Kafka SCRAM password: {kafka}, MongoDB URI and its password), {sources} sources, {bytes} bytes: 0 found",
+        format.name(),
+        credentials.len(),
+    );
 }

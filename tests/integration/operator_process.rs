@@ -2,7 +2,6 @@
 //! leads and reconciles, the other stands by; SIGTERM to the leader exits 0 and releases the
 //! Lease, the standby takes over and reconciles the next change.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
@@ -12,44 +11,10 @@ use rtu_operator::api::{RealTimeUpdater, SystemOfRecord};
 use serde_json::json;
 
 use crate::support::engine::{http_get, metric, signal_pid};
-use crate::support::operator::{create, install_crds};
-use crate::support::{env, eventually, kube as k, unique_name};
+use crate::support::operator::{OperatorProcess, create, install_crds};
+use crate::support::{eventually, kube as k, unique_name};
 
 const WAIT: Duration = Duration::from_secs(60);
-
-struct Replica {
-    child: Child,
-    addr: String,
-    log: std::path::PathBuf,
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn start(ns: &str, lease: &str, identity: &str) -> Replica {
-    let port = free_port();
-    let log = std::env::temp_dir().join(format!("{lease}-{identity}.log"));
-    let out = std::fs::File::create(&log).unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_rtu"))
-        .args(["operator", "--namespace", ns, "--lease-namespace", ns, "--lease-name", lease])
-        .args(["--identity", identity, "--host", "127.0.0.1", "--port", &port.to_string()])
-        .env("KUBECONFIG", env().var("RTU_TEST_KUBECONFIG"))
-        .env("RTU_WORKER_IMAGE", "rtu-operator:process-test")
-        .stdout(out.try_clone().unwrap())
-        .stderr(out)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    Replica { child, addr: format!("127.0.0.1:{port}"), log }
-}
-
-fn role(r: &Replica) -> Option<String> {
-    let stream = std::net::TcpStream::connect(&r.addr).ok()?;
-    drop(stream);
-    let (status, body) = http_get(&r.addr, "/readyz");
-    (status == 200).then(|| body.trim().trim_start_matches("ready: ").to_string())
-}
 
 #[tokio::test]
 async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
@@ -57,10 +22,10 @@ async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
     install_crds(&client).await;
     let ns = k::namespace(&client, "op-proc").await;
     let lease = unique_name("rtu-leader");
-    let mut a = start(&ns, &lease, "replica-a");
-    let mut b = start(&ns, &lease, "replica-b");
+    let mut a = OperatorProcess::start(&ns, &lease, "replica-a");
+    let mut b = OperatorProcess::start(&ns, &lease, "replica-b");
     let (leader, standby) = eventually("one leader and one standby", WAIT, || async {
-        match (role(&a).as_deref(), role(&b).as_deref()) {
+        match (a.role().as_deref(), b.role().as_deref()) {
             (Some("leader"), Some("standby")) => Some(("a", "b")),
             (Some("standby"), Some("leader")) => Some(("b", "a")),
             _ => None,
@@ -69,7 +34,7 @@ async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
     .await;
     // Still exactly one after a few renew periods.
     tokio::time::sleep(Duration::from_secs(6)).await;
-    let roles = [role(&a), role(&b)];
+    let roles = [a.role(), b.role()];
     assert_eq!(roles.iter().filter(|r| r.as_deref() == Some("leader")).count(), 1, "{roles:?}");
 
     create::<Secret>(
@@ -131,7 +96,7 @@ async fn operator_process_two_replicas_one_leader_and_hand_over_on_sigterm() {
         leader_replica.log.display()
     );
     eventually(&format!("{standby} leads"), Duration::from_secs(30), || async {
-        (role(standby_replica).as_deref() == Some("leader")).then_some(())
+        (standby_replica.role().as_deref() == Some("leader")).then_some(())
     })
     .await;
     rtus.patch("rtu", &PatchParams::default(), &Patch::Merge(json!({ "spec": { "replicas": 2 } })))

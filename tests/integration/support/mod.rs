@@ -10,6 +10,7 @@ pub mod kafka;
 pub mod kube;
 pub mod mongodb;
 pub mod operator;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::future::Future;

@@ -1,8 +1,10 @@
 //! The operator for tests: the CRDs installed from `rtu crd`'s types, the controllers run
-//! in-process against the real API server, scoped to one test namespace, and the kubelet's
-//! part: the worker Deployment they render run as local processes.
+//! in-process against the real API server, scoped to one test namespace, or `rtu operator`
+//! as a process (its log and probes for the test to read), and the kubelet's part: the
+//! worker Deployment they render run as local processes.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +19,8 @@ use rtu_operator::operator::validate::Settings;
 use rtu_operator::operator::{self, Scope};
 use tokio::sync::OnceCell;
 
-use super::eventually;
+use super::engine::http_get;
+use super::{env, eventually};
 
 /// The image tests expect in the worker Deployments.
 pub const IMAGE: &str = "rtu-operator:test";
@@ -165,5 +168,60 @@ pub fn terminate(mut pods: Pods) {
     for pod in std::mem::take(&mut pods.0) {
         let log = pod.log.clone();
         assert!(pod.terminate(Duration::from_secs(60)), "worker exit; log {}", log.display());
+    }
+}
+
+/// `rtu operator` as a process, watching one namespace, leading on a Lease there.
+pub struct OperatorProcess {
+    pub child: Child,
+    /// Its probe server, `127.0.0.1:port`.
+    pub addr: String,
+    /// Its stdout and stderr (JSON logs).
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts a replica `identity` of the operator for namespace `ns` on Lease `lease`.
+    pub fn start(ns: &str, lease: &str, identity: &str) -> OperatorProcess {
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let log = std::env::temp_dir().join(format!("{lease}-{identity}.log"));
+        let out = std::fs::File::create(&log).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_rtu"))
+            .args(["operator", "--namespace", ns, "--lease-namespace", ns, "--lease-name", lease])
+            .args(["--identity", identity, "--host", "127.0.0.1", "--port", &port.to_string()])
+            .env("KUBECONFIG", env().var("RTU_TEST_KUBECONFIG"))
+            .env("RTU_WORKER_IMAGE", IMAGE)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        OperatorProcess { child, addr: format!("127.0.0.1:{port}"), log }
+    }
+
+    /// `leader` or `standby` once ready; `None` before (or when the process is gone).
+    pub fn role(&self) -> Option<String> {
+        drop(std::net::TcpStream::connect(&self.addr).ok()?);
+        let (status, body) = http_get(&self.addr, "/readyz");
+        (status == 200).then(|| body.trim().trim_start_matches("ready: ").to_string())
+    }
+
+    /// Whether the process still runs.
+    pub fn alive(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
