@@ -111,15 +111,33 @@ where
         + serde::Serialize
         + serde::de::DeserializeOwned,
 {
+    try_create(client, ns, object)
+        .await
+        .unwrap_or_else(|e| panic!("creating a {} in {ns}: {e}", K::kind(&())))
+}
+
+/// [`create`], with the API server's refusal (or why the JSON is no `K`) as the error.
+pub async fn try_create<K>(
+    client: &Client,
+    ns: &str,
+    object: serde_json::Value,
+) -> Result<K, String>
+where
+    K: kube::Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::Serialize
+        + serde::de::DeserializeOwned,
+{
     let mut object = object;
     object["apiVersion"] = K::api_version(&()).into();
     object["kind"] = K::kind(&()).into();
     let value: K =
-        serde_json::from_value(object).unwrap_or_else(|e| panic!("a {}: {e}", K::kind(&())));
+        serde_json::from_value(object).map_err(|e| format!("a {}: {e}", K::kind(&())))?;
     Api::<K>::namespaced(client.clone(), ns)
         .create(&kube::api::PostParams::default(), &value)
         .await
-        .unwrap_or_else(|e| panic!("creating a {} in {ns}: {e}", K::kind(&())))
+        .map_err(|e| e.to_string())
 }
 
 /// The Deployment of RealTimeUpdater `name` once it is built from the updater's current
