@@ -159,6 +159,12 @@ impl Announcer {
         }
     }
 
+    /// Whether every write of `projection` is announced with its own images (pr-update
+    /// events): then a write must not be overwritten before its event is acknowledged.
+    pub fn announces_each_write(&self, projection: &str) -> bool {
+        self.pr_topics.contains_key(projection)
+    }
+
     /// Whether writes of `projection` need their images (some output concerns it).
     pub fn wants_images(&self, projection: &str) -> bool {
         self.pr_topics.contains_key(projection) || self.runs_strategies_for(projection)

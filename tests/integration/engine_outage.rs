@@ -6,58 +6,11 @@
 //! while no broker answers, then consumption resumes by itself without loss. Write concern:
 //! writes MongoDB did but did not acknowledge as asked are retried and commit nothing.
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
 
 use crate::support::engine::{Options, Setup, event, metric, produce, signal_and_wait, signal_pid};
-use crate::support::{eventually, unique_name};
-
-/// Servers of `scripts/testenv` in a run directory of their own, stopped on drop.
-struct PrivateServers {
-    run: PathBuf,
-}
-
-impl PrivateServers {
-    fn up(which: &str) -> Self {
-        let run = std::env::temp_dir().join(unique_name("testenv-private"));
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testenv");
-        let status = Command::new(&script)
-            .args(["up", which])
-            .env("RTU_TESTENV_RUN", &run)
-            .status()
-            .unwrap();
-        assert!(status.success(), "scripts/testenv up {which} in {}", run.display());
-        PrivateServers { run }
-    }
-
-    /// A variable of the run's env file.
-    fn var(&self, name: &str) -> String {
-        let text = std::fs::read_to_string(self.run.join("env")).unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("export {name}=")))
-            .map(|v| v.trim_matches('\'').to_string())
-            .unwrap_or_else(|| panic!("{name} not in {}", self.run.display()))
-    }
-
-    fn pid(&self, process: &str) -> u32 {
-        std::fs::read_to_string(self.run.join(process).join("pid")).unwrap().trim().parse().unwrap()
-    }
-}
-
-impl Drop for PrivateServers {
-    fn drop(&mut self) {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/testenv");
-        // A frozen server must run again before it can stop.
-        for process in ["mongodb", "kafka"] {
-            if let Ok(pid) = std::fs::read_to_string(self.run.join(process).join("pid")) {
-                let _ = Command::new("kill").args(["-CONT", pid.trim()]).status();
-            }
-        }
-        let _ = Command::new(script).arg("down").env("RTU_TESTENV_RUN", &self.run).status();
-        let _ = std::fs::remove_dir_all(&self.run);
-    }
-}
+use crate::support::eventually;
+use crate::support::servers::PrivateServers;
 
 #[tokio::test]
 async fn mongodb_outage_commits_nothing_turns_unready_and_resumes_without_loss() {

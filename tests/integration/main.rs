@@ -23,6 +23,7 @@ mod operator_reconcile;
 mod pr_update_vectors;
 mod projection_changes;
 mod projection_writes;
+mod reliability;
 mod script_strategy;
 mod strategy_automatic;
 mod support;

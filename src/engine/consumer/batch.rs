@@ -70,9 +70,35 @@ pub(super) struct Prepared {
     pub(super) counts: BatchCounts,
     /// When the batch was prepared, right after its poll (v2 pr-update `pollTimestamp`).
     pub(super) polled_at_ms: i64,
+    /// (target, primary-key hash) of every write announced one by one (pr-update): no later
+    /// write of these keys may run before this batch's events are acknowledged.
+    pub(super) announced_keys: HashSet<(usize, u64)>,
 }
 
 impl Prepared {
+    /// An empty batch (or segment of one) polled at `polled_at_ms`, blocked where `ledger` is.
+    fn empty(groups: Vec<WriteGroup>, ledger: Ledger, polled_at_ms: i64) -> Self {
+        Prepared {
+            messages: Vec::new(),
+            groups,
+            ledger,
+            failures: Vec::new(),
+            counts: BatchCounts::default(),
+            polled_at_ms,
+            announced_keys: HashSet::new(),
+        }
+    }
+
+    /// Whether a write of `other` touches a key announced one by one here.
+    pub(super) fn shares_announced_keys(&self, other: &Prepared) -> bool {
+        let (small, large) = if self.announced_keys.len() <= other.announced_keys.len() {
+            (&self.announced_keys, &other.announced_keys)
+        } else {
+            (&other.announced_keys, &self.announced_keys)
+        };
+        !small.is_disjoint(large)
+    }
+
     /// Marks message `index` failed (once: a message's second failed statement adds nothing)
     /// and, unless failures are dead-lettered, blocks its partition from its offset on.
     pub(super) fn fail(&mut self, index: usize, code: ErrorCode, reason: String, block: bool) {
@@ -90,7 +116,7 @@ impl Prepared {
 
 /// A batch written to MongoDB (its groups' images filled in), waiting for its outputs and
 /// offsets.
-pub(super) struct WrittenBatch(Prepared);
+pub(super) struct WrittenBatch(pub(super) Prepared);
 
 /// Logs a format-defined skip: a truncate as a warning (projections keep their documents),
 /// what a change stream carries besides rows at debug level.
@@ -123,39 +149,63 @@ pub(super) fn source_of(msg: &OwnedMessage) -> Source {
 impl Engine {
     /// Adapts and maps a batch: statements per target. Under `stop` / `pauseTopic` a failing
     /// message blocks its partition from that offset on.
-    pub(super) fn prepare_batch(&self, batch: Vec<OwnedMessage>) -> Prepared {
+    ///
+    /// A key written twice in a batch whose writes are announced one by one (pr-update) starts
+    /// a new segment at its second write: segments are written and announced one after the
+    /// other, so no write is overwritten before its event is acknowledged. Otherwise a crash
+    /// in between would replay the first write as stale and its event would never come
+    /// (docs/outputs.md#coupling).
+    pub(super) fn prepare_batch(&self, batch: Vec<OwnedMessage>) -> Vec<Prepared> {
         let now = DateTime::now();
         let per_target = self.groups_per_target();
         let halted = self.halts.halted();
         let block = self.dead_letter.is_none();
         let keep_sources = self.announcer.is_some();
-        let groups = (0..self.targets.len() * per_target)
-            .map(|group| WriteGroup {
-                target: group / per_target,
-                statements: Vec::new(),
-                origins: Vec::new(),
-                images: Vec::new(),
-            })
+        let one_by_one: Vec<bool> = self
+            .targets
+            .iter()
+            .map(|t| self.announcer.as_ref().is_some_and(|a| a.announces_each_write(&t.name)))
             .collect();
-        let messages = batch
-            .into_iter()
-            .map(|message| InFlight { message, target: None, fate: Fate::Halted, source: None })
-            .collect();
-        let mut prepared = Prepared {
-            messages,
-            groups,
-            ledger: Ledger::default(),
-            failures: Vec::new(),
-            counts: BatchCounts::default(),
-            polled_at_ms: now.timestamp_millis(),
+        let groups = || {
+            (0..self.targets.len() * per_target)
+                .map(|group| WriteGroup {
+                    target: group / per_target,
+                    statements: Vec::new(),
+                    origins: Vec::new(),
+                    images: Vec::new(),
+                })
+                .collect()
         };
-        for i in 0..prepared.messages.len() {
-            let msg = &prepared.messages[i].message;
-            if prepared.ledger.holds(&halted, msg) {
+        let polled_at_ms = now.timestamp_millis();
+        let mut segments = Vec::new();
+        let mut prepared = Prepared::empty(groups(), Ledger::default(), polled_at_ms);
+        for message in batch {
+            if prepared.ledger.holds(&halted, &message) {
+                prepared.messages.push(InFlight {
+                    message,
+                    target: None,
+                    fate: Fate::Halted,
+                    source: None,
+                });
                 continue;
             }
-            let target = self.by_topic.get(msg.topic()).copied();
-            let plan = self.prepare(msg, target, now, &mut prepared.counts);
+            let target = self.by_topic.get(message.topic()).copied();
+            let plan = self.prepare(&message, target, now, &mut prepared.counts);
+            if let (Ok(Plan::Write { statements, .. }), Some(t)) = (&plan, target)
+                && one_by_one[t]
+            {
+                let projection = &self.targets[t].projection;
+                let keys: Vec<(usize, u64)> =
+                    statements.iter().map(|s| (t, projection.key_hash(s))).collect();
+                if keys.iter().any(|k| prepared.announced_keys.contains(k)) {
+                    let ledger = prepared.ledger.clone();
+                    let next = Prepared::empty(groups(), ledger, polled_at_ms);
+                    segments.push(std::mem::replace(&mut prepared, next));
+                }
+                prepared.announced_keys.extend(keys);
+            }
+            let i = prepared.messages.len();
+            prepared.messages.push(InFlight { message, target, fate: Fate::Halted, source: None });
             let in_flight = &mut prepared.messages[i];
             in_flight.target = target;
             match plan {
@@ -181,13 +231,16 @@ impl Engine {
                 Err((code, reason)) => prepared.fail(i, code, reason, block),
             }
         }
+        segments.push(prepared);
         // A before image waiting for its after image must not be committed: after a restart
         // the pair is read again from it.
         let pairing = self.pairing.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         for (topic, partition, offset) in pairing.waiting() {
-            prepared.ledger.block(topic, partition, offset);
+            for segment in &mut segments {
+                segment.ledger.block(topic, partition, offset);
+            }
         }
-        prepared
+        segments
     }
 
     /// Pairs an IIDR record with the before image waiting on its partition; a failed record

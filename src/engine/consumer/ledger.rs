@@ -35,7 +35,7 @@ impl Fate {
 /// Per topic-partition, the first offset that must not be stored: a failure under `stop` /
 /// `pauseTopic`, an IIDR before image waiting for its after image. Nothing of that partition
 /// from there on is processed further in the batch or stored.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(super) struct Ledger {
     blocked: BTreeMap<(String, i32), i64>,
 }

@@ -6,7 +6,7 @@
 //! up a retry), commit, leave the group.
 
 use crate::engine::code::ErrorCode;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -231,19 +231,21 @@ impl Engine {
                 continue;
             }
             self.monitor.metrics.batch_messages.observe(batch.len() as f64);
-            let prepared = self.prepare_batch(batch);
+            let mut segments = self.prepare_batch(batch);
+            let Some(prepared) = segments.pop() else { return };
+            // A batch's segments but the last: one after the other (each repeats a key of the
+            // one before).
+            for segment in segments {
+                let (true, Some(written)) = self.finish_and_write(pending.take(), segment).await
+                else {
+                    return;
+                };
+                pending = Some(written);
+            }
             let previous = pending.take();
             let poll = self.next_or_shutdown();
             tokio::pin!(poll);
-            let work = async {
-                let finish_previous = async {
-                    match previous {
-                        Some(written) => self.finish(written).await,
-                        None => true,
-                    }
-                };
-                tokio::join!(finish_previous, self.write(prepared))
-            };
+            let work = self.finish_and_write(previous, prepared);
             tokio::pin!(work);
             let mut polled = None;
             let (finished, written) = loop {
@@ -270,6 +272,26 @@ impl Engine {
         }
         if let Some(written) = pending {
             self.finish(written).await;
+        }
+    }
+
+    /// Finishes `previous` (outputs, policy, offsets) while `prepared` is written, or first
+    /// when `prepared` writes a key whose event `previous` has yet to announce. (finished,
+    /// written): false / `None` when shutdown interrupted a retry.
+    async fn finish_and_write(
+        &self,
+        previous: Option<WrittenBatch>,
+        prepared: Prepared,
+    ) -> (bool, Option<WrittenBatch>) {
+        match previous {
+            None => (true, self.write(prepared).await),
+            Some(previous) if previous.0.shares_announced_keys(&prepared) => {
+                if !self.finish(previous).await {
+                    return (false, None);
+                }
+                (true, self.write(prepared).await)
+            }
+            Some(previous) => tokio::join!(self.finish(previous), self.write(prepared)),
         }
     }
 

@@ -242,6 +242,11 @@ impl Projection {
     /// Which of `groups` write groups a statement belongs to: a hash of its primary-key values,
     /// so every statement of one key lands in the same group, in order.
     pub fn group_of(&self, statement: &Statement, groups: usize) -> usize {
+        (self.key_hash(statement) % groups.max(1) as u64) as usize
+    }
+
+    /// A hash of the primary key a statement writes (equal keys, equal hashes).
+    pub fn key_hash(&self, statement: &Statement) -> u64 {
         use std::hash::{Hash, Hasher};
         let filter = match statement.plain() {
             Statement::Upsert { filter, .. } | Statement::Delete { filter } => filter,
@@ -251,7 +256,7 @@ impl Projection {
         for &i in &self.primary_key {
             filter.get(&self.fields[i].target).map(ToString::to_string).hash(&mut hasher);
         }
-        (hasher.finish() % groups.max(1) as u64) as usize
+        hasher.finish()
     }
 
     /// The primary-key target names, in order (the unique index the engine relies on).

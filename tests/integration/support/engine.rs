@@ -162,7 +162,9 @@ telemetry:
 
     pub fn start(&self, run: &str) -> Engine {
         let log = std::fs::File::create(self.log(run)).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_rtu"))
+        // RTU_TEST_ENGINE_BIN: another build of `rtu` (scripts/chaos-kill.sh runs the release one).
+        let bin = std::env::var("RTU_TEST_ENGINE_BIN").unwrap_or(env!("CARGO_BIN_EXE_rtu").into());
+        let child = Command::new(bin)
             .args(["engine", "--config"])
             .arg(&self.config)
             .env("RTU_TEST_MONGODB_URI", &self.mongodb_uri)

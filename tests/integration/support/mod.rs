@@ -11,6 +11,7 @@ pub mod kube;
 pub mod mongodb;
 pub mod operator;
 pub mod secrets;
+pub mod servers;
 
 use std::collections::BTreeMap;
 use std::future::Future;
