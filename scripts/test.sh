@@ -4,12 +4,14 @@
 #   1. cargo fmt --check and cargo clippy --all-targets -D warnings
 #   2. scripts/testenv up   (installs Kafka, MongoDB, kube-apiserver/etcd/KCM into
 #                           ~/.cache/rtu-testenv on first use, then starts them on 127.0.0.1)
-#   3. cargo test           (unit + integration tests against those servers)
+#   3. cargo test           (unit + integration tests against those servers), then a short
+#                           libFuzzer run of every fuzz target (scripts/fuzz.sh --smoke)
 #   4. scripts/demo.sh      (the README's first command, on the same servers; its operator and
 #                           workers stopped at the end: RTU_DEMO_STOP=1)
 #   5. scripts/testenv down (always; logs stay in .testinfra/ for a failed run)
 #
-# Needs the toolchains only: cargo, go, java 17 + mvn, python3, openssl, curl.
+# Needs the toolchains only: cargo (stable, and nightly for the fuzz smoke run), go, java 17 +
+# mvn, python3, openssl, curl.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -46,6 +48,9 @@ eval "$(scripts/testenv env)"
 step "cargo test"
 # Benchmarks (benches/) are not tests: scripts/bench-engine.sh runs them.
 cargo test --locked --lib --bins --tests
+
+step "fuzz smoke: every target under libFuzzer for a few seconds (scripts/fuzz.sh --smoke, nightly)"
+RTU_FUZZ_SMOKE_SECONDS=${RTU_FUZZ_SMOKE_SECONDS:-10} scripts/fuzz.sh --smoke
 
 step "scripts/demo.sh (the helm-installed operator under its ServiceAccount and ClusterRole)"
 RTU_DEMO_STOP=1 scripts/demo.sh

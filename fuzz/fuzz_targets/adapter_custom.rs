@@ -1,0 +1,5 @@
+//! libFuzzer entry point of the `adapter_custom` target; the body and its properties are
+//! `rtu_fuzz::targets::adapter_custom` (fuzz/src/targets.rs, docs/fuzzing.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rtu_fuzz::targets::adapter_custom(data));

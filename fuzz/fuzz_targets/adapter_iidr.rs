@@ -1,0 +1,5 @@
+//! libFuzzer entry point of the `adapter_iidr` target; the body and its properties are
+//! `rtu_fuzz::targets::adapter_iidr` (fuzz/src/targets.rs, docs/fuzzing.md).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| rtu_fuzz::targets::adapter_iidr(data));
