@@ -40,7 +40,7 @@ use rtu_operator::engine::outputs::json;
 use rtu_operator::engine::projection::{Projection, Source, Statement, parse_kafka_key};
 use rtu_operator::engine::script::{FunctionKind, KafkaMessage, Limits, ScriptHost};
 use rtu_operator::operator::build;
-use rtu_operator::operator::dereference::Dereferenced;
+use rtu_operator::operator::dereference::{self, Dereferenced};
 use rtu_operator::operator::validate::{CONFIG_FILE, Settings, validate};
 use rtu_operator::yaml;
 
@@ -675,7 +675,9 @@ pub fn render(data: &[u8]) {
     });
     let mut secrets = objects.secrets;
     let mut filled = Vec::new();
-    for r in sor.iter().flat_map(secret_refs) {
+    let refs: Vec<SecretKeyRef> =
+        sor.iter().flat_map(|s| dereference::secret_refs(s).into_iter().cloned()).collect();
+    for r in refs {
         let data = secrets.entry(r.name.clone()).or_default();
         if !data.contains_key(&r.key) {
             let value = format!("Zq7x-{}-{}-9KwS", r.name, r.key);
@@ -728,21 +730,6 @@ pub fn render(data: &[u8]) {
                 .unwrap_or_else(|e| panic!("rendered projection {:?}: {e}", p.name));
         }
     }
-}
-
-/// The Secret keys a SystemOfRecord references.
-fn secret_refs(sor: &SystemOfRecord) -> Vec<SecretKeyRef> {
-    let k = &sor.spec.kafka;
-    [
-        Some(&sor.spec.mongodb.uri_secret_ref),
-        k.authentication.username_secret_ref.as_ref(),
-        k.authentication.password_secret_ref.as_ref(),
-        k.tls.ca_secret_ref.as_ref(),
-    ]
-    .into_iter()
-    .flatten()
-    .cloned()
-    .collect()
 }
 
 /// The Kubernetes objects of one `render` input.

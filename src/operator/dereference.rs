@@ -12,7 +12,7 @@ use kube::core::error_boundary::DeserializeGuard;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, ResourceExt};
 
-use crate::api::{RealTimeUpdater, SystemOfRecord};
+use crate::api::{RealTimeUpdater, SecretKeyRef, SystemOfRecord};
 
 /// A read that failed for another reason than "not found".
 #[derive(Debug, thiserror::Error)]
@@ -40,8 +40,8 @@ pub struct Dereferenced {
     pub siblings: Vec<RealTimeUpdater>,
 }
 
-/// The names of the Secrets a SystemOfRecord references.
-pub fn secret_names(sor: &SystemOfRecord) -> BTreeSet<String> {
+/// Every Secret key a SystemOfRecord references.
+pub fn secret_refs(sor: &SystemOfRecord) -> Vec<&SecretKeyRef> {
     let k = &sor.spec.kafka;
     [
         Some(&sor.spec.mongodb.uri_secret_ref),
@@ -51,8 +51,12 @@ pub fn secret_names(sor: &SystemOfRecord) -> BTreeSet<String> {
     ]
     .into_iter()
     .flatten()
-    .map(|r| r.name.clone())
     .collect()
+}
+
+/// The names of the Secrets a SystemOfRecord references.
+pub fn secret_names(sor: &SystemOfRecord) -> BTreeSet<String> {
+    secret_refs(sor).into_iter().map(|r| r.name.clone()).collect()
 }
 
 /// The names of the ConfigMaps a SystemOfRecord references.
