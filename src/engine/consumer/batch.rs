@@ -191,18 +191,20 @@ impl Engine {
             }
             let target = self.by_topic.get(message.topic()).copied();
             let plan = self.prepare(&message, target, now, &mut prepared.counts);
+            // The key hashes of a one-by-one target's statements, computed once: for the
+            // segment check here and for the write groups below.
+            let mut hashes = Vec::new();
             if let (Ok(Plan::Write { statements, .. }), Some(t)) = (&plan, target)
                 && one_by_one[t]
             {
                 let projection = &self.targets[t].projection;
-                let keys: Vec<(usize, u64)> =
-                    statements.iter().map(|s| (t, projection.key_hash(s))).collect();
-                if keys.iter().any(|k| prepared.announced_keys.contains(k)) {
+                hashes.extend(statements.iter().map(|s| projection.key_hash(s)));
+                if hashes.iter().any(|&h| prepared.announced_keys.contains(&(t, h))) {
                     let ledger = prepared.ledger.clone();
                     let next = Prepared::empty(groups(), ledger, polled_at_ms);
                     segments.push(std::mem::replace(&mut prepared, next));
                 }
-                prepared.announced_keys.extend(keys);
+                prepared.announced_keys.extend(hashes.iter().map(|&h| (t, h)));
             }
             let i = prepared.messages.len();
             prepared.messages.push(InFlight { message, target, fate: Fate::Halted, source: None });
@@ -216,9 +218,12 @@ impl Engine {
                     }
                     let Some(target) = target else { continue };
                     let projection = &self.targets[target].projection;
-                    for statement in statements {
-                        let group =
-                            target * per_target + projection.group_of(&statement, per_target);
+                    for (n, statement) in statements.into_iter().enumerate() {
+                        let hash = match hashes.get(n) {
+                            Some(&hash) => hash,
+                            None => projection.key_hash(&statement),
+                        };
+                        let group = target * per_target + group_of_hash(hash, per_target);
                         let group = &mut prepared.groups[group];
                         group.origins.push(i);
                         group.statements.push(statement);

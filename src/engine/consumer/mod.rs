@@ -36,7 +36,7 @@ use crate::engine::functions;
 use crate::engine::kafka::consumer_config;
 use crate::engine::metrics::{BatchCounts, EngineMonitor, ReasonLabel, RetryLabel};
 use crate::engine::outputs::{Applied, FailedMessage};
-use crate::engine::projection::{Projection, Source, Statement, parse_kafka_key};
+use crate::engine::projection::{Projection, Source, Statement, group_of_hash, parse_kafka_key};
 use crate::engine::script::{KafkaMessage, ScriptHost};
 use crate::engine::writer::{self, Images, WriteOutcome};
 use crate::probes::ServeError;

@@ -156,6 +156,11 @@ impl WriteError {
     }
 }
 
+/// The write group (of `groups`) of a statement whose primary key hashes to `hash`.
+pub fn group_of_hash(hash: u64, groups: usize) -> usize {
+    (hash % groups.max(1) as u64) as usize
+}
+
 impl Projection {
     /// The projection of a validated config (cast ids already checked by `validate`).
     ///
@@ -242,7 +247,7 @@ impl Projection {
     /// Which of `groups` write groups a statement belongs to: a hash of its primary-key values,
     /// so every statement of one key lands in the same group, in order.
     pub fn group_of(&self, statement: &Statement, groups: usize) -> usize {
-        (self.key_hash(statement) % groups.max(1) as u64) as usize
+        group_of_hash(self.key_hash(statement), groups)
     }
 
     /// A hash of the primary key a statement writes (equal keys, equal hashes).
