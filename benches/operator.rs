@@ -473,8 +473,9 @@ async fn main() {
     let ctx = Arc::new(Context {
         client: op_client.clone(),
         settings: Settings { worker_image: "rtu-operator:bench".into() },
-        recorder: operator::recorder(op_client.clone(), "bench"),
+        reporter: operator::reporter("bench"),
         monitor: Arc::clone(&monitor),
+        autoscaler: Arc::default(),
         updaters: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -59,7 +59,8 @@ pub struct LocalRef {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Condition {
-    /// The condition: `Ready`, `Progressing`, `Degraded`, `ReconciliationPaused` or `Stopped`.
+    /// The condition: `Ready`, `Progressing`, `Degraded`, `ReconciliationPaused`, `Stopped` or
+    /// `AutoscalingActive`.
     #[serde(rename = "type")]
     pub type_: String,
     /// `True`, `False` or `Unknown`.

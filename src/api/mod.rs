@@ -12,9 +12,10 @@ use kube::CustomResourceExt;
 
 pub use common::{Condition, ConfigMapKeyRef, ConfigMapRef, LocalRef, SecretKeyRef};
 pub use realtime_updater::{
-    ErrorPolicySpec, ErrorPolicyType, PodDisruptionBudgetSpec, ProjectionChangesOutput,
-    ProjectionStatus, ProjectionUpdatesOutput, RealTimeUpdater, RealTimeUpdaterSpec,
-    RealTimeUpdaterStatus, SingleViewTriggerOutput, StrategiesSpec, UpdaterOutputs, Worker,
+    AutoscalingSpec, AutoscalingStatus, ErrorPolicySpec, ErrorPolicyType, PodDisruptionBudgetSpec,
+    ProjectionChangesOutput, ProjectionStatus, ProjectionUpdatesOutput, RealTimeUpdater,
+    RealTimeUpdaterSpec, RealTimeUpdaterStatus, SingleViewTriggerOutput, StrategiesSpec, TopicLag,
+    UpdaterOutputs, Worker,
 };
 pub use system_of_record::{
     KafkaAuthType, KafkaAuthentication, KafkaConnection, KafkaTls, MongoConnection,

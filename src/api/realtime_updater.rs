@@ -1,6 +1,7 @@
 //! `RealTimeUpdater`: how a set of projections of one SystemOfRecord is kept up to date: which
 //! projections, which outputs and strategies, the error policy, and the worker pods that run
-//! `rtu engine` (replicas, paused, stopped, image, resources, scheduling, disruption budget).
+//! `rtu engine` (replicas, lag autoscaling, paused, stopped, image, resources, scheduling,
+//! disruption budget).
 
 use std::collections::BTreeMap;
 
@@ -34,6 +35,7 @@ use crate::config::{Compression, PrUpdateFormat, Tuning};
     printcolumn(name = "SoR", type_ = "string", json_path = ".spec.systemOfRecordRef.name"),
     printcolumn(name = "Desired", type_ = "integer", json_path = ".spec.replicas"),
     printcolumn(name = "Ready", type_ = "integer", json_path = ".status.readyReplicas"),
+    printcolumn(name = "Lag", type_ = "integer", json_path = ".status.autoscaling.lag"),
     printcolumn(
         name = "Status",
         type_ = "string",
@@ -74,10 +76,16 @@ pub struct RealTimeUpdaterSpec {
     #[serde(default)]
     pub error_policy: ErrorPolicySpec,
     /// How many worker pods; at most the number of partitions do work. Set by `kubectl scale`
-    /// through the scale subresource too.
+    /// (or a HorizontalPodAutoscaler) through the scale subresource too. Not used while
+    /// `autoscaling.enabled`: a change is then reported as overridden (a `ReplicasOverridden`
+    /// Event) and the operator's lag autoscaler keeps deciding.
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
+    /// Lag autoscaling (docs/autoscaling.md): the operator reads the consumer group's lag from
+    /// Kafka and sets the number of workers from it, within bounds and windows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Stop reconciling: nothing is applied or deleted, the status is still refreshed.
     #[serde(default)]
     pub paused: bool,
@@ -91,6 +99,58 @@ pub struct RealTimeUpdaterSpec {
 
 fn one() -> i32 {
     1
+}
+
+/// Lag autoscaling: the number of workers follows the consumer group's lag (the messages of
+/// the updater's topics not yet committed), `ceil(lag / lagPerReplica)` within
+/// `[minReplicas, maxReplicas]` and never above the partitions the updater consumes. A failed
+/// or partial lag read never changes the number of workers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "self.minReplicas <= self.maxReplicas",
+     "message": "minReplicas must not be above maxReplicas"}
+]))]
+pub struct AutoscalingSpec {
+    /// Scale on lag; `false` keeps `spec.replicas` (and `kubectl scale` / an HPA) in charge.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// The fewest workers; `0` stops every worker while there is no lag (the operator still
+    /// reads the lag and starts workers when messages arrive).
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+    /// The most workers (the partition count caps it further).
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// The lag one worker is sized for, in messages: the workers wanted are
+    /// `ceil(lag / lagPerReplica)`.
+    #[schemars(range(min = 1))]
+    pub lag_per_replica: i64,
+    /// How long the lag must ask for more workers before they are added, in seconds (the
+    /// smallest wish over the window is taken); 0 (default): at the first read.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_up_stabilization_seconds: i32,
+    /// How long the lag must ask for fewer workers before some are removed (the largest wish
+    /// over the window is taken), and the least time between a change and a removal, in
+    /// seconds; default 300.
+    #[serde(default = "AutoscalingSpec::default_down_window")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub scale_down_stabilization_seconds: i32,
+    /// How often the lag is read, in seconds; default 15.
+    #[serde(default = "AutoscalingSpec::default_poll")]
+    #[schemars(range(min = 1, max = 3600))]
+    pub poll_interval_seconds: i32,
+}
+
+impl AutoscalingSpec {
+    fn default_down_window() -> i32 {
+        300
+    }
+    fn default_poll() -> i32 {
+        15
+    }
 }
 
 /// What happens to a message that cannot be processed.
@@ -380,6 +440,56 @@ pub struct RealTimeUpdaterStatus {
     /// The projections this updater owns.
     #[serde(default)]
     pub projections: Vec<ProjectionStatus>,
+    /// What the lag autoscaler last read and decided (absent when autoscaling is off).
+    #[serde(default)]
+    pub autoscaling: Option<AutoscalingStatus>,
+}
+
+/// What the lag autoscaler last read and decided.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// The consumer group's lag over every topic at the last good read, in messages.
+    #[serde(default)]
+    pub lag: i64,
+    /// The lag of each topic at the last good read.
+    #[serde(default)]
+    pub topics: Vec<TopicLag>,
+    /// The partitions the updater consumes: no more workers than this get work.
+    #[serde(default)]
+    pub partitions: i32,
+    /// The workers the autoscaler wants now (the Deployment's replicas).
+    #[serde(default)]
+    pub desired_replicas: i32,
+    /// When the autoscaler last changed the number of workers (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scale_time: Option<String>,
+    /// When the lag was last read successfully (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_read_time: Option<String>,
+    /// Why `desiredReplicas` is what it is, e.g. `ScaledUp`, `PartitionCap`,
+    /// `DownStabilization`, `RollInProgress`, `LagReadFailed`.
+    #[serde(default)]
+    pub reason: String,
+    /// The same, in words with the figures.
+    #[serde(default)]
+    pub message: String,
+    /// `spec.replicas` as last seen while autoscaling: a change of it is reported as
+    /// overridden.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec_replicas: Option<i32>,
+}
+
+/// The lag of one topic.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TopicLag {
+    /// The topic.
+    pub topic: String,
+    /// Its partitions.
+    pub partitions: i32,
+    /// Messages of it not yet committed by the consumer group.
+    pub lag: i64,
 }
 
 /// One owned projection.

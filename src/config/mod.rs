@@ -877,6 +877,14 @@ pub enum SecretError {
         /// The config field.
         field: &'static str,
     },
+    /// The value of a file was to be given by the caller and was not.
+    #[error("{field}: no value given for {path}")]
+    NotGiven {
+        /// The config field.
+        field: &'static str,
+        /// The file the value stands for.
+        path: String,
+    },
 }
 
 impl SecretSource {

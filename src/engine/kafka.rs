@@ -1,12 +1,47 @@
 //! librdkafka client settings from the engine config: connection, security with secrets read
 //! from their files or variables, and the user's pass-through properties.
 
+use std::collections::BTreeMap;
+
 use rdkafka::ClientConfig;
 
-use crate::config::{KafkaConfig, KafkaProtocol, OffsetReset, SaslMechanism, SecretError};
+use crate::config::{
+    KafkaConfig, KafkaProtocol, OffsetReset, SaslMechanism, SecretError, SecretSource,
+};
+
+/// Where the secret values of the settings come from.
+#[derive(Debug, Clone, Copy)]
+pub enum SecretValues<'a> {
+    /// The files and variables the config names (a worker, where the Secrets are mounted).
+    Read,
+    /// Given by file path (the operator, which reads the Secrets from the API server and has
+    /// no files); a CA is then passed as PEM text.
+    Given(&'a BTreeMap<String, String>),
+}
+
+impl SecretValues<'_> {
+    fn value(self, source: &SecretSource, field: &'static str) -> Result<String, SecretError> {
+        match (self, &source.file) {
+            (SecretValues::Read, _) => source.read(field),
+            (SecretValues::Given(values), Some(path)) => values
+                .get(path)
+                .cloned()
+                .ok_or_else(|| SecretError::NotGiven { field, path: path.clone() }),
+            (SecretValues::Given(_), None) => Err(SecretError::Unset { field }),
+        }
+    }
+}
 
 /// The settings every client (consumer, producers) of this engine shares.
 pub fn client_config(kafka: &KafkaConfig) -> Result<ClientConfig, SecretError> {
+    client_config_with(kafka, SecretValues::Read)
+}
+
+/// [`client_config`], with the secret values from `secrets`.
+pub fn client_config_with(
+    kafka: &KafkaConfig,
+    secrets: SecretValues<'_>,
+) -> Result<ClientConfig, SecretError> {
     let mut config = ClientConfig::new();
     for (key, value) in &kafka.config {
         config.set(key, value);
@@ -28,11 +63,20 @@ pub fn client_config(kafka: &KafkaConfig) -> Result<ClientConfig, SecretError> {
         };
         config
             .set("sasl.mechanisms", mechanism)
-            .set("sasl.username", sasl.username.read("kafka.security.sasl.username")?)
-            .set("sasl.password", sasl.password.read("kafka.security.sasl.password")?);
+            .set("sasl.username", secrets.value(&sasl.username, "kafka.security.sasl.username")?)
+            .set("sasl.password", secrets.value(&sasl.password, "kafka.security.sasl.password")?);
     }
     if let Some(ca) = &security.ca_file {
-        config.set("ssl.ca.location", ca);
+        match secrets {
+            SecretValues::Read => config.set("ssl.ca.location", ca),
+            SecretValues::Given(values) => config.set(
+                "ssl.ca.pem",
+                values.get(ca).ok_or_else(|| SecretError::NotGiven {
+                    field: "kafka.security.caFile",
+                    path: ca.clone(),
+                })?,
+            ),
+        };
     }
     Ok(config)
 }

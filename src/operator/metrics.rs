@@ -1,5 +1,6 @@
 //! The operator's metrics and readiness: the reconcile counters and duration histogram, the
-//! leader gauge, and the readiness state (`/readyz`: started, and whether this replica leads
+//! leader gauge, the lag autoscaler's lag, desired workers, changes and failed reads, and the
+//! readiness state (`/readyz`: started, and whether this replica leads
 //! or stands by) the probe server ([`crate::probes`]) answers.
 
 use std::net::SocketAddr;
@@ -42,6 +43,46 @@ pub struct ResourceKindLabel {
     pub kind: &'static str,
 }
 
+/// Labels of the autoscaler's per-updater families.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpdaterLabels {
+    /// The RealTimeUpdater's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+}
+
+/// Labels of `rtu_operator_autoscaling_lag`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TopicLagLabels {
+    /// The RealTimeUpdater's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// The topic.
+    pub topic: String,
+}
+
+/// Labels of `rtu_operator_autoscaling_changes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChangeLabels {
+    /// The RealTimeUpdater's namespace.
+    pub namespace: String,
+    /// Its name.
+    pub name: String,
+    /// `up` or `down`.
+    pub direction: &'static str,
+}
+
+/// The lag autoscaler's families.
+#[derive(Default)]
+struct AutoscalingFamilies {
+    lag: Family<TopicLagLabels, Gauge>,
+    desired: Family<UpdaterLabels, Gauge>,
+    changes: Family<ChangeLabels, Counter>,
+    failed_reads: Family<UpdaterLabels, Counter>,
+}
+
 /// Metrics and health of one operator replica, shared by the controllers, the leader election
 /// and the HTTP server.
 pub struct OperatorMonitor {
@@ -50,6 +91,7 @@ pub struct OperatorMonitor {
     errors: Family<ErrorLabels, Counter>,
     durations: Family<ResourceKindLabel, Histogram>,
     leader: Gauge,
+    autoscaling: AutoscalingFamilies,
     started: AtomicBool,
 }
 
@@ -79,14 +121,82 @@ impl OperatorMonitor {
             durations.clone(),
         );
         registry.register("rtu_operator_leader", "1 while this replica leads", leader.clone());
+        let autoscaling = AutoscalingFamilies::default();
+        registry.register(
+            "rtu_operator_autoscaling_lag",
+            "Consumer lag of an autoscaled RealTimeUpdater's topic at the last good read, in messages",
+            autoscaling.lag.clone(),
+        );
+        registry.register(
+            "rtu_operator_autoscaling_desired_replicas",
+            "Workers the lag autoscaler wants for a RealTimeUpdater",
+            autoscaling.desired.clone(),
+        );
+        registry.register(
+            "rtu_operator_autoscaling_changes",
+            "Changes of the number of workers by the lag autoscaler",
+            autoscaling.changes.clone(),
+        );
+        registry.register(
+            "rtu_operator_autoscaling_failed_reads",
+            "Lag reads that failed or missed a partition (no change was made)",
+            autoscaling.failed_reads.clone(),
+        );
         Arc::new(OperatorMonitor {
             registry,
             reconciles,
             errors,
             durations,
             leader,
+            autoscaling,
             started: AtomicBool::new(false),
         })
+    }
+
+    /// A good lag read of `namespace/name`: each topic's lag and the workers wanted.
+    pub fn lag_read(&self, namespace: &str, name: &str, topics: &[(String, i64)], desired: i32) {
+        let a = &self.autoscaling;
+        for (topic, lag) in topics {
+            let labels = TopicLagLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                topic: topic.clone(),
+            };
+            a.lag.get_or_create(&labels).set(*lag);
+        }
+        self.desired(namespace, name, desired);
+    }
+
+    /// The workers the autoscaler wants for `namespace/name`.
+    pub fn desired(&self, namespace: &str, name: &str, desired: i32) {
+        let labels = UpdaterLabels { namespace: namespace.into(), name: name.into() };
+        self.autoscaling.desired.get_or_create(&labels).set(i64::from(desired));
+    }
+
+    /// A lag read of `namespace/name` failed or was partial.
+    pub fn lag_read_failed(&self, namespace: &str, name: &str) {
+        let labels = UpdaterLabels { namespace: namespace.into(), name: name.into() };
+        self.autoscaling.failed_reads.get_or_create(&labels).inc();
+    }
+
+    /// The autoscaler changed the workers of `namespace/name`.
+    pub fn scaled(&self, namespace: &str, name: &str, up: bool) {
+        let direction = if up { "up" } else { "down" };
+        let labels = ChangeLabels { namespace: namespace.into(), name: name.into(), direction };
+        self.autoscaling.changes.get_or_create(&labels).inc();
+    }
+
+    /// `namespace/name` is no longer autoscaled (or is gone): its gauges go.
+    pub fn forget_updater(&self, namespace: &str, name: &str, topics: &[String]) {
+        let a = &self.autoscaling;
+        for topic in topics {
+            a.lag.remove(&TopicLagLabels {
+                namespace: namespace.into(),
+                name: name.into(),
+                topic: topic.clone(),
+            });
+        }
+        a.desired.remove(&UpdaterLabels { namespace: namespace.into(), name: name.into() });
     }
 
     /// A reconcile of `kind` succeeded after `duration`.
@@ -192,5 +302,27 @@ mod tests {
             assert!(body.contains(line), "{line} missing from:\n{body}");
         }
         assert!(body.ends_with("# EOF\n"), "{body}");
+    }
+
+    #[test]
+    fn autoscaling_families_follow_reads_and_go_with_the_updater() {
+        let t = OperatorMonitor::new();
+        t.lag_read("ns", "crm", &[("a".into(), 120), ("b".into(), 3)], 2);
+        t.lag_read_failed("ns", "crm");
+        t.scaled("ns", "crm", true);
+        let body = t.encode();
+        for line in [
+            r#"rtu_operator_autoscaling_lag{namespace="ns",name="crm",topic="a"} 120"#,
+            r#"rtu_operator_autoscaling_lag{namespace="ns",name="crm",topic="b"} 3"#,
+            r#"rtu_operator_autoscaling_desired_replicas{namespace="ns",name="crm"} 2"#,
+            r#"rtu_operator_autoscaling_failed_reads_total{namespace="ns",name="crm"} 1"#,
+            r#"rtu_operator_autoscaling_changes_total{namespace="ns",name="crm",direction="up"} 1"#,
+        ] {
+            assert!(body.contains(line), "{line} missing from:\n{body}");
+        }
+        t.forget_updater("ns", "crm", &["a".into(), "b".into()]);
+        let body = t.encode();
+        assert!(!body.contains("rtu_operator_autoscaling_lag{"), "{body}");
+        assert!(!body.contains("rtu_operator_autoscaling_desired_replicas{"), "{body}");
     }
 }

@@ -3,10 +3,13 @@
 //! all; reconciles each RealTimeUpdater through the pipeline of [`reconcile`]; runs only while
 //! it holds the leader Lease.
 
+pub mod autoscale;
+pub mod autoscaler;
 pub mod build;
 pub mod dereference;
 #[cfg(test)]
 mod fixtures;
+pub mod lag;
 pub mod leader;
 pub mod metrics;
 pub mod reconcile;
@@ -25,7 +28,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::core::PartialObjectMeta;
 use kube::core::error_boundary::DeserializeGuard;
-use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::events::Reporter;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, reflector, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -280,12 +283,9 @@ fn siblings_of(rtus: &Store<Guarded>, changed: &Guarded) -> Vec<ObjectRef<Guarde
         .collect()
 }
 
-/// The Event reporter of this operator replica.
-pub fn recorder(client: Client, instance: &str) -> Recorder {
-    Recorder::new(
-        client,
-        Reporter { controller: "rtu-operator".into(), instance: Some(instance.into()) },
-    )
+/// Who this operator replica's Events say reported them.
+pub fn reporter(instance: &str) -> Reporter {
+    Reporter { controller: "rtu-operator".into(), instance: Some(instance.into()) }
 }
 
 /// How `rtu operator` runs.
@@ -354,8 +354,9 @@ pub async fn run(options: Options) -> Result<(), OperatorError> {
     let ctx = Arc::new(Context {
         client: client.clone(),
         settings: validate::Settings { worker_image: options.worker_image.clone() },
-        recorder: recorder(client.clone(), &options.identity),
+        reporter: reporter(&options.identity),
         monitor: Arc::clone(&monitor),
+        autoscaler: Arc::default(),
         updaters: None,
     });
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();

@@ -13,13 +13,14 @@ use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::core::error_boundary::{DeserializeGuard, InvalidObject};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use super::autoscaler::{Autoscaler, Scaling, Step};
 use super::build::{self, Children, OWNER_LABEL};
 use super::dereference::{self, DereferenceError};
 use super::metrics::OperatorMonitor;
@@ -40,10 +41,12 @@ pub struct Context {
     pub client: Client,
     /// Operator-wide settings.
     pub settings: Settings,
-    /// Publishes Events.
-    pub recorder: Recorder,
+    /// Who the Events say reported them.
+    pub reporter: Reporter,
     /// Reconcile counts and durations.
     pub monitor: Arc<OperatorMonitor>,
+    /// The lag autoscaler of every updater.
+    pub autoscaler: Arc<Autoscaler>,
     /// The controller's cache of RealTimeUpdaters (ownership is decided from it, not from a
     /// list request per reconcile); `None`: list them from the API server.
     pub updaters: Option<kube::runtime::reflector::Store<DeserializeGuard<RealTimeUpdater>>>,
@@ -125,12 +128,14 @@ pub fn error_policy(
 }
 
 async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, ReconcileError> {
-    if rtu.meta().deletion_timestamp.is_some() {
-        return Ok(Action::await_change());
-    }
     let namespace = rtu.namespace().unwrap_or_default();
     let name = rtu.name_any();
+    let key = format!("{namespace}/{name}");
     let previous = rtu.status.clone().unwrap_or_default();
+    if rtu.meta().deletion_timestamp.is_some() {
+        ctx.autoscaler.forget(&key, &ctx.monitor, &previous);
+        return Ok(Action::await_change());
+    }
     if rtu.spec.paused {
         let workers = workers(ctx, &namespace, &name, rtu.spec.replicas).await;
         write_status(ctx, rtu, &previous, &ReconcileOutcome::Paused { workers }).await?;
@@ -160,6 +165,24 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
             return Ok(Action::await_change());
         }
     };
+    let mut validated = validated;
+    let scaling = autoscale(ctx, rtu, &key, &validated, &refs, &previous).await;
+    if let Some(scaling) = &scaling {
+        validated.replicas = scaling.replicas;
+        for note in &scaling.notes {
+            let kind = if note.warning { EventType::Warning } else { EventType::Normal };
+            info!(rtu = %key, reason = note.reason, message = %note.message, "autoscaling");
+            publish(
+                ctx,
+                &rtu.object_ref(&()),
+                kind,
+                note.reason,
+                "Autoscale",
+                note.message.clone(),
+            )
+            .await;
+        }
+    }
     let children = build::build(&validated);
     let deployment = match apply_children(ctx, &namespace, &name, &children).await {
         Ok(d) => d,
@@ -193,9 +216,46 @@ async fn pipeline(rtu: &RealTimeUpdater, ctx: &Context) -> Result<Action, Reconc
         consumer_group: validated.engine.kafka.group_id,
         projections: validated.projections,
         stopped: rtu.spec.stopped,
+        autoscaling: scaling.as_ref().map(|s| Box::new(s.outcome.clone())),
     };
     write_status(ctx, rtu, &previous, &outcome).await?;
-    Ok(Action::requeue(RESYNC))
+    Ok(Action::requeue(scaling.map_or(RESYNC, |s| s.requeue.min(RESYNC))))
+}
+
+/// The lag autoscaler's step, when `spec.autoscaling` is enabled and the workers are not
+/// stopped; otherwise its state of this updater is dropped.
+async fn autoscale(
+    ctx: &Context,
+    rtu: &RealTimeUpdater,
+    key: &str,
+    validated: &validate::Validated,
+    refs: &dereference::Dereferenced,
+    previous: &RealTimeUpdaterStatus,
+) -> Option<Scaling> {
+    let spec = rtu.spec.autoscaling.as_ref().filter(|a| a.enabled && !rtu.spec.stopped);
+    let Some(spec) = spec else {
+        ctx.autoscaler.forget(key, &ctx.monitor, previous);
+        return None;
+    };
+    let api: Api<Deployment> = Api::namespaced(ctx.client.clone(), &validated.namespace);
+    let running = match api.get_opt(&validated.name).await {
+        Ok(d) => d,
+        Err(e) => {
+            warn!(rtu = %key, error = %e, "cannot read the workers' Deployment");
+            None
+        }
+    };
+    let step = Step {
+        key: key.to_string(),
+        spec,
+        spec_replicas: rtu.spec.replicas,
+        validated,
+        refs,
+        previous,
+        running: running.as_ref(),
+        config_changes: previous.config_hash.as_deref().is_some_and(|h| h != validated.config_hash),
+    };
+    Some(ctx.autoscaler.step(step, &ctx.monitor).await)
 }
 
 /// A RealTimeUpdater that does not decode: an Event and a `Ready=False` condition, then wait
@@ -375,7 +435,11 @@ async fn publish(
         action: action.to_string(),
         secondary: None,
     };
-    if let Err(e) = ctx.recorder.publish(&event, regarding).await {
+    // A recorder of its own per Event: kube's recorder folds Events of the same reason into one
+    // series that keeps the first note, and each of these says something new (the operator
+    // emits them on changes only, never once per reconcile).
+    let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    if let Err(e) = recorder.publish(&event, regarding).await {
         warn!(error = %e, "cannot publish an Event");
     }
 }

@@ -254,6 +254,6 @@ impl Render<'_> {
             ));
         }
         self.secrets.insert(r.clone());
-        SecretSource { file: Some(format!("{SECRETS_DIR}/{}/{}", r.name, r.key)), env: None }
+        SecretSource { file: Some(secret_file(r)), env: None }
     }
 }

@@ -2,11 +2,25 @@
 //! Conditions have the `metav1.Condition` shape; each carries the generation it was computed
 //! from, and its transition time moves only when its status changes.
 
-use crate::api::{Condition, ProjectionStatus, RealTimeUpdaterStatus};
+use crate::api::{AutoscalingStatus, Condition, ProjectionStatus, RealTimeUpdaterStatus};
 
-/// The condition types, in the order they are listed.
-pub const TYPES: [&str; 5] =
-    ["Ready", "Progressing", "Degraded", "ReconciliationPaused", "Stopped"];
+/// The condition types, in the order they are listed (`AutoscalingActive` only while
+/// `spec.autoscaling` is enabled).
+pub const TYPES: [&str; 6] =
+    ["Ready", "Progressing", "Degraded", "ReconciliationPaused", "Stopped", "AutoscalingActive"];
+
+/// What the lag autoscaler says of an applied reconcile.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AutoscalingOutcome {
+    /// `status.autoscaling`.
+    pub status: AutoscalingStatus,
+    /// `AutoscalingActive`: true while the lag is read whole.
+    pub active: bool,
+    /// Its reason.
+    pub reason: &'static str,
+    /// Its message.
+    pub message: String,
+}
 
 /// What the workers' Deployment reports.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -36,6 +50,8 @@ pub enum ReconcileOutcome {
         projections: Vec<ProjectionStatus>,
         /// `spec.stopped`.
         stopped: bool,
+        /// The lag autoscaler's status, when it is enabled.
+        autoscaling: Option<Box<AutoscalingOutcome>>,
     },
     /// The spec cannot be built; nothing was applied.
     Invalid {
@@ -84,6 +100,7 @@ pub fn next(
             consumer_group,
             projections,
             stopped,
+            autoscaling,
         } => {
             let w = workers;
             let rolled = w.updated >= w.desired && w.replicas == w.desired;
@@ -117,6 +134,16 @@ pub fn next(
             status.config_hash = Some(config_hash.clone());
             status.consumer_group = Some(consumer_group.clone());
             status.projections = projections.clone();
+            match autoscaling {
+                Some(a) => {
+                    set("AutoscalingActive", a.active, a.reason, a.message.clone());
+                    status.autoscaling = Some(a.status.clone());
+                }
+                None => {
+                    status.conditions.retain(|c| c.type_ != "AutoscalingActive");
+                    status.autoscaling = None;
+                }
+            }
         }
         ReconcileOutcome::Invalid { reason, message } => {
             set("Ready", false, reason, message.clone());
@@ -176,6 +203,7 @@ mod tests {
             consumer_group: "ns.rtu".into(),
             projections: vec![],
             stopped,
+            autoscaling: None,
         }
     }
 
@@ -198,7 +226,7 @@ mod tests {
         assert_eq!(condition(&ready, "Ready").last_transition_time, "T3");
         assert_eq!(condition(&ready, "Progressing").status, "False");
         let types: Vec<&str> = ready.conditions.iter().map(|c| c.type_.as_str()).collect();
-        assert_eq!(types, TYPES);
+        assert_eq!(types, TYPES[..5]);
         assert_eq!(next(&ready, Some(2), &applied(2, false), "s".into(), "T4"), ready);
     }
 

@@ -23,6 +23,11 @@ pub const CONFIG_DIR: &str = "/etc/rtu";
 pub const CONFIG_FILE: &str = "config.yaml";
 /// Where the referenced Secret keys are mounted, as `<secret>/<key>`.
 pub const SECRETS_DIR: &str = "/var/run/secrets/rtu";
+
+/// The file a Secret key is mounted at in a worker pod.
+pub fn secret_file(r: &crate::api::SecretKeyRef) -> String {
+    format!("{SECRETS_DIR}/{}/{}", r.name, r.key)
+}
 /// The port of the workers' `/healthz`, `/readyz` and `/metrics`.
 pub const METRICS_PORT: u16 = 9464;
 /// Longest RealTimeUpdater name: its metrics Service `<name>-metrics` must be a DNS label (63

@@ -275,8 +275,7 @@ fn kafka_security_from_authentication_and_tls() {
             assert_eq!((&sasl.username, &sasl.password), (&file(USER), &file(PASSWORD)), "{label}");
         }
         assert_eq!(s.ca_file.as_deref(), ca, "{label}");
-        let mut mounted: Vec<String> =
-            v.secrets.iter().map(|r| format!("{SECRETS_DIR}/{}/{}", r.name, r.key)).collect();
+        let mut mounted: Vec<String> = v.secrets.iter().map(secret_file).collect();
         mounted.sort();
         let mut want = vec!["/var/run/secrets/rtu/mongo/uri".to_string()];
         want.extend(

@@ -14,6 +14,7 @@ mod install_rbac;
 mod kafka_smoke;
 mod kube_smoke;
 mod mongodb_smoke;
+mod operator_autoscaling;
 mod operator_bad_objects;
 mod operator_e2e;
 mod operator_examples;

@@ -67,8 +67,9 @@ impl Operator {
         let ctx = Arc::new(Context {
             client: client.clone(),
             settings: Settings { worker_image: IMAGE.into() },
-            recorder: operator::recorder(client.clone(), "tests"),
+            reporter: operator::reporter("tests"),
             monitor: rtu_operator::operator::metrics::OperatorMonitor::new(),
+            autoscaler: Arc::default(),
             updaters: None,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
