@@ -13,6 +13,7 @@ use rdkafka::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::{Offset, TopicPartitionList};
+use sha2::{Digest, Sha256};
 
 use crate::api::TopicLag;
 use crate::config::{KafkaConfig, OffsetReset, SecretError};
@@ -73,6 +74,15 @@ pub enum LagError {
         /// The broker's error.
         error: String,
     },
+    /// A request failed, and librdkafka had said why beforehand (a refused login, a TLS
+    /// handshake, an unknown host): both.
+    #[error("{source}; the client reported: {reported}")]
+    Reported {
+        /// The failed request.
+        source: Box<LagError>,
+        /// The errors librdkafka queued during the read.
+        reported: String,
+    },
     /// The blocking read task ended abnormally.
     #[error("the lag read task: {0}")]
     Task(String),
@@ -105,7 +115,33 @@ pub struct Query {
 /// Reads lag; keeps one client per updater while its settings stay the same.
 #[derive(Default)]
 pub struct LagReader {
-    clients: Mutex<HashMap<String, (String, Arc<BaseConsumer>)>>,
+    clients: Mutex<HashMap<String, (String, Arc<LagConsumer>)>>,
+}
+
+type LagConsumer = BaseConsumer;
+
+/// Drains the client's queue (it is never subscribed, so only librdkafka's error events are
+/// there; left alone they would pile up) and says what they were: a failed request only says
+/// `BrokerTransportFailure`, these say it was the SASL login or the TLS handshake.
+fn drain(client: &LagConsumer, wait: Duration) -> Option<String> {
+    let mut seen: Vec<String> = Vec::new();
+    let mut timeout = wait;
+    // Bounded: a queue refilled as fast as it is read cannot hold the read forever.
+    for _ in 0..1000 {
+        match client.poll(timeout) {
+            Some(Err(e)) => {
+                // `MessageConsumption(code)`: the code alone says it (it was no message).
+                let text = e.rdkafka_error_code().map_or_else(|| e.to_string(), |c| c.to_string());
+                if !seen.contains(&text) {
+                    seen.push(text);
+                }
+            }
+            Some(Ok(_)) => {}
+            None => break,
+        }
+        timeout = Duration::ZERO;
+    }
+    (!seen.is_empty()).then(|| seen.join("; "))
 }
 
 impl LagReader {
@@ -114,7 +150,16 @@ impl LagReader {
         let client = self.client(key, &query)?;
         let Query { kafka, topics, timeout, .. } = query;
         tokio::task::spawn_blocking(move || {
-            read_lag(&client, &kafka.group_id, kafka.auto_offset_reset, &topics, timeout)
+            drain(&client, Duration::ZERO);
+            match read_lag(&client, &kafka.group_id, kafka.auto_offset_reset, &topics, timeout) {
+                Ok(reading) => Ok(reading),
+                Err(source) => match drain(&client, Duration::from_millis(200)) {
+                    Some(reported) => {
+                        Err(LagError::Reported { source: Box::new(source), reported })
+                    }
+                    None => Err(source),
+                },
+            }
         })
         .await
         .map_err(|e| LagError::Task(e.to_string()))?
@@ -125,24 +170,39 @@ impl LagReader {
         self.lock().remove(key);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Arc<BaseConsumer>)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Arc<LagConsumer>)>> {
         // A panic while holding the lock cannot leave the map half-written.
         self.clients.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn client(&self, key: &str, query: &Query) -> Result<Arc<BaseConsumer>, LagError> {
+    fn client(&self, key: &str, query: &Query) -> Result<Arc<LagConsumer>, LagError> {
         let config = settings(&query.kafka, &query.secrets)?;
-        let fingerprint = format!("{:?}", config.config_map());
+        let fingerprint = fingerprint(&config);
         let mut clients = self.lock();
         if let Some((known, client)) = clients.get(key)
             && *known == fingerprint
         {
             return Ok(client.clone());
         }
-        let client: Arc<BaseConsumer> = Arc::new(config.create().map_err(LagError::CreateClient)?);
+        let client: Arc<LagConsumer> = Arc::new(config.create().map_err(LagError::CreateClient)?);
         clients.insert(key.to_string(), (fingerprint, client.clone()));
         Ok(client)
     }
+}
+
+/// A digest of every setting, the secret ones included (`config_map` masks those, and a
+/// rotated password must give a new client), so no credential is kept in clear beside the
+/// client.
+fn fingerprint(config: &ClientConfig) -> String {
+    let mut digest = Sha256::new();
+    for key in config.config_map().keys() {
+        let value = config.get(key).unwrap_or_default();
+        for part in [key.as_bytes(), value.as_bytes()] {
+            digest.update((part.len() as u64).to_le_bytes());
+            digest.update(part);
+        }
+    }
+    digest.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The lag client's settings: the workers' connection and group, never joining the group nor
@@ -160,7 +220,7 @@ fn settings(
 }
 
 fn read_lag(
-    client: &BaseConsumer,
+    client: &LagConsumer,
     group: &str,
     reset: OffsetReset,
     topics: &[String],
@@ -227,7 +287,7 @@ fn read_lag(
 /// group's coordinator is moving or loading, which a broker that just started or a new group
 /// answers for a moment.
 fn committed_offsets(
-    client: &BaseConsumer,
+    client: &LagConsumer,
     group: &str,
     partitions: &TopicPartitionList,
     timeout: Duration,
@@ -260,7 +320,7 @@ fn coordinator_moving(code: RDKafkaErrorCode) -> bool {
 /// The offsets at `at` (`End`: the next offset to be written; `Beginning`: the first kept) of
 /// every partition, in one ListOffsets round.
 fn offsets(
-    client: &BaseConsumer,
+    client: &LagConsumer,
     partitions: &TopicPartitionList,
     at: Offset,
     which: &'static str,
@@ -314,4 +374,20 @@ fn check(
         partition,
         error: e.to_string(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fingerprint_changes_with_a_secret_value() {
+        let mut a = ClientConfig::new();
+        a.set("bootstrap.servers", "b:9092").set("sasl.password", "one");
+        let mut b = a.clone();
+        b.set("sasl.password", "two");
+        assert_ne!(fingerprint(&a), fingerprint(&b), "config_map masks the password");
+        assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        assert!(!fingerprint(&a).contains("one"));
+    }
 }

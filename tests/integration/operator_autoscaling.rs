@@ -29,6 +29,11 @@ const WAIT: Duration = Duration::from_secs(90);
 
 /// A SystemOfRecord `crm` on `bootstrap` with one projection per topic.
 async fn system_of_record(client: &Client, ns: &str, bootstrap: &str, topics: &[&str]) -> String {
+    system_of_record_with(client, ns, json!({ "bootstrapServers": bootstrap }), topics).await
+}
+
+/// [`system_of_record`] with `kafka` as its `spec.kafka`.
+async fn system_of_record_with(client: &Client, ns: &str, kafka: Value, topics: &[&str]) -> String {
     let database = m::unique_database("autoscale");
     create::<Secret>(client, ns, json!({
         "metadata": { "name": "mongo" }, "stringData": { "uri": env().var("RTU_TEST_MONGODB_URI") }
@@ -47,7 +52,7 @@ async fn system_of_record(client: &Client, ns: &str, bootstrap: &str, topics: &[
     create::<SystemOfRecord>(client, ns, json!({
         "metadata": { "name": "crm" },
         "spec": {
-            "kafka": { "bootstrapServers": bootstrap },
+            "kafka": kafka,
             "mongodb": { "uriSecretRef": { "name": "mongo", "key": "uri" }, "database": database },
             "adapter": { "type": "debezium" },
             "projections": projections
@@ -443,6 +448,83 @@ async fn autoscaling_flapping_lag_changes_the_workers_once_and_a_manual_edit_is_
     println!("autoscaling off: the Deployment runs spec.replicas = 3");
     let rtu = rtus.get("customers").await.unwrap();
     assert_eq!(rtu.name_any(), "customers");
+    operator.stop().await;
+    k::delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn autoscaling_reads_the_lag_with_the_system_of_records_credentials_and_refuses_bad_bounds() {
+    let client = k::client().await;
+    let ns = k::namespace(&client, "op-scale-sasl").await;
+    let topic = unique_name("scale-sasl");
+    create_topic_on(env().var("RTU_TEST_KAFKA_BOOTSTRAP"), &topic, 2).await;
+    backlog(env().var("RTU_TEST_KAFKA_BOOTSTRAP"), &topic, 30, 1).await;
+    let operator = Operator::start(&client, &ns).await;
+    create::<Secret>(
+        &client,
+        &ns,
+        json!({ "metadata": { "name": "kafka-user" }, "stringData": {
+        "username": env().var("RTU_TEST_KAFKA_SASL_USERNAME"),
+        "password": env().var("RTU_TEST_KAFKA_SASL_PASSWORD") } }),
+    )
+    .await;
+    let kafka = json!({
+        "bootstrapServers": env().var("RTU_TEST_KAFKA_SASL_BOOTSTRAP"),
+        "authentication": { "type": "scramSha512",
+            "usernameSecretRef": { "name": "kafka-user", "key": "username" },
+            "passwordSecretRef": { "name": "kafka-user", "key": "password" } }
+    });
+    system_of_record_with(&client, &ns, kafka, &[&topic]).await;
+
+    // The API server refuses bounds that cannot hold.
+    let refused = crate::support::operator::try_create::<RealTimeUpdater>(
+        &client,
+        &ns,
+        json!({
+            "metadata": { "name": "inverted" },
+            "spec": { "systemOfRecordRef": { "name": "crm" },
+                      "autoscaling": { "minReplicas": 3, "maxReplicas": 2, "lagPerReplica": 10 } }
+        }),
+    )
+    .await
+    .unwrap_err();
+    println!("minReplicas 3, maxReplicas 2: {refused}");
+    assert!(refused.contains("minReplicas must not be above maxReplicas"), "{refused}");
+
+    updater(
+        &client,
+        &ns,
+        "customers",
+        json!({ "maxReplicas": 4, "lagPerReplica": 10,
+        "pollIntervalSeconds": 1 }),
+    )
+    .await;
+    let a = eventually("the lag read over SASL/SCRAM", WAIT, || async {
+        let a = autoscaling(&client, &ns, "customers").await?;
+        (a.last_read_time.is_some()).then_some(a)
+    })
+    .await;
+    println!("over SASL_PLAINTEXT with SCRAM-SHA-512: {}", a.message);
+    assert_eq!((a.lag, a.partitions, a.desired_replicas), (30, 2, 2));
+
+    // A wrong password in the Secret: the read fails and says so; the workers stay.
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &ns);
+    let wrong = json!({ "stringData": { "password": "not-the-password" } });
+    secrets.patch("kafka-user", &PatchParams::default(), &Patch::Merge(wrong)).await.unwrap();
+    let (_, _, message) =
+        eventually("AutoscalingActive=False on the refused login", WAIT, || async {
+            let c = condition(&client, &ns, "customers", "AutoscalingActive").await?;
+            (c.0 == "False").then_some(c)
+        })
+        .await;
+    println!("wrong password: {message}");
+    assert!(
+        message.contains("reported: Authentication (Local: Authentication failure)"),
+        "{message}"
+    );
+    assert!(!message.contains(env().var("RTU_TEST_KAFKA_SASL_PASSWORD")), "{message}");
+    assert_eq!(autoscaling(&client, &ns, "customers").await.unwrap().desired_replicas, 2);
+    assert_eq!(deployment_replicas(&client, &ns, "customers").await, Some(2));
     operator.stop().await;
     k::delete_namespace(&client, &ns).await;
 }
