@@ -210,39 +210,36 @@ pub fn decide(input: Input<'_>, history: &mut History) -> Decision {
         reason: limit.unwrap_or(reason),
         message,
     };
-    if wished > current {
-        let target = history.within(now_ms, policy.up_window_ms).min().unwrap_or(wished);
-        let ready = history.covers(now_ms, policy.up_window_ms)
-            && since_change >= policy.up_window_ms
-            && target > current;
-        if !ready {
-            return hold(
-                Reason::UpStabilization,
-                format!(
-                    "{asks}; {current} kept until the up window ({} s) agrees",
-                    policy.up_window_ms / 1000
-                ),
-            );
+    // Up: the smallest wish of the up window; down: the largest of the down window. Either
+    // needs reads covering its window, that long since the last change, and a target on the
+    // same side of `current` as the wish.
+    let (window_ms, target, waiting, moved, side) = match wished.cmp(&current) {
+        std::cmp::Ordering::Greater => {
+            let target = history.within(now_ms, policy.up_window_ms).min();
+            (policy.up_window_ms, target, Reason::UpStabilization, Reason::ScaledUp, "up")
         }
-        return change(target, Reason::ScaledUp, format!("{asks}: {current} -> {target}"));
-    }
-    if wished < current {
-        let target = history.within(now_ms, policy.down_window_ms).max().unwrap_or(current);
-        let ready = history.covers(now_ms, policy.down_window_ms)
-            && since_change >= policy.down_window_ms
-            && target < current;
-        if !ready {
-            return hold(
-                Reason::DownStabilization,
-                format!(
-                    "{asks}; {current} kept until the down window ({} s) agrees",
-                    policy.down_window_ms / 1000
-                ),
-            );
+        std::cmp::Ordering::Less => {
+            let target = history.within(now_ms, policy.down_window_ms).max();
+            (policy.down_window_ms, target, Reason::DownStabilization, Reason::ScaledDown, "down")
         }
-        return change(target, Reason::ScaledDown, format!("{asks}: {current} -> {target}"));
+        std::cmp::Ordering::Equal => {
+            return hold(limit.unwrap_or(Reason::Stable), format!("{asks}: {current} run"));
+        }
+    };
+    let target = target.unwrap_or(current);
+    let ready = history.covers(now_ms, window_ms)
+        && since_change >= window_ms
+        && (target - current).signum() == (wished - current).signum();
+    if !ready {
+        return hold(
+            waiting,
+            format!(
+                "{asks}; {current} kept until the {side} window ({} s) agrees",
+                window_ms / 1000
+            ),
+        );
     }
-    hold(limit.unwrap_or(Reason::Stable), format!("{asks}: {current} run"))
+    change(target, moved, format!("{asks}: {current} -> {target}"))
 }
 
 /// The workers the autoscaler starts from: what it decided last, else what runs, within the
