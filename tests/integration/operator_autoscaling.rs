@@ -121,6 +121,17 @@ async fn print_yaml(client: &Client, ns: &str, name: &str, what: &str) {
     );
 }
 
+/// Kills every process whose command line names a path under the directory, when dropped.
+struct KillUnder(std::path::PathBuf);
+
+impl Drop for KillUnder {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("pkill")
+            .args(["-KILL", "-f", &self.0.display().to_string()])
+            .status();
+    }
+}
+
 fn seconds(time: &str) -> i64 {
     time.parse::<k8s_openapi::jiff::Timestamp>().unwrap().as_second()
 }
@@ -174,6 +185,8 @@ async fn autoscaling_a_backlog_scales_to_the_partition_cap_and_draining_scales_d
     // The workers run and drain the backlog; the Deployment never goes above the cap.
     let dir = std::env::temp_dir().join(&ns);
     std::fs::create_dir_all(&dir).unwrap();
+    // A failed assertion drops the follow task without stopping its processes: kill them.
+    let _leftovers = KillUnder(dir.clone());
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let follow = {
         let (client, ns, dir) = (client.clone(), ns.clone(), dir.clone());
